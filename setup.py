@@ -1,0 +1,40 @@
+"""Installs the GAN clustering zoo: models (zoo), trainers, export and serving."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+VERSION = re.search(
+    r'__version__ = "([^"]+)"', Path(__file__).with_name("zoo").joinpath("__init__.py").read_text()
+).group(1)
+
+setup(
+    name="gan-cluster-zoo",
+    version=VERSION,
+    description="Keras 3 model zoo of GAN-based clustering: GAN-EM, ClusterGAN, GM-GAN, KM-GAN",
+    long_description=Path(__file__).with_name("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["zoo", "zoo.*", "trainers", "trainers.*", "export", "export.*",
+                                    "serving", "serving.*"]),
+    install_requires=[
+        # `tensorflow`, never `tensorflow-cpu`: tensorflow-serving-api depends on it.
+        "tensorflow>=2.16",
+        "keras>=3",
+        "tensorflow-datasets",
+        "tensorflow-serving-api",
+        "numpy",
+        "scikit-learn",
+        "scipy",
+        "mlxtend",
+        "matplotlib",
+        "tqdm",
+    ],
+    extras_require={"test": ["pytest"]},
+    entry_points={
+        "console_scripts": [
+            "zoo-ganem=trainers.ganem:main",
+            "zoo-export=export.__main__:main",
+        ]
+    },
+)
