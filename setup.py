@@ -28,6 +28,7 @@ setup(
         "scipy",
         "mlxtend",
         "matplotlib",
+        "tensorboard",  # tf.summary needs it; tensorflow 2.21 no longer pulls it in
         "tqdm",
     ],
     extras_require={"test": ["pytest"]},

@@ -1,0 +1,261 @@
+"""Machinery every trainer of the zoo shares: flags, strategy, run directory,
+distributed steps, checkpoints, progress, evaluation and the end-of-run outputs.
+
+A trainer (e.g. `trainers.ganem`) adds its model's flags and its training schedule;
+everything a user sees the same way across models lives here.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+# Quieten TensorFlow's C++ start-up chatter before it is imported anywhere.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from zoo import data as zoo_data  # noqa: E402
+
+
+class UsageError(Exception):
+    """A bad flag or bad input: reported as one line on stderr with exit code 2."""
+
+
+# -- flags ------------------------------------------------------------------------
+def base_parser(model_name, description):
+    """The flags every trainer shares; their names are fixed across the zoo."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m trainers.{model_name}",
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    names = ", ".join(zoo_data.DATASETS)
+    parser.add_argument("--dataset", default="mnist5k",
+                        help=f"dataset: a built-in name ({names}), a tfds name, a .npz file, an IDX file "
+                             "or a folder of images")
+    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data directory (tfds names only)")
+    parser.add_argument("--clusters", type=int, default=10, help="number of clusters K")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="hard cap on training steps (every optimizer update counts), for smoke runs")
+    parser.add_argument("--batch-size", type=int, default=64, help="global batch size (split across replicas)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, noise, shuffling and label choice")
+    parser.add_argument("--run-dir", default=None,
+                        help=f"output directory (default: runs/{model_name}-DATASET-TIME; with --resume, the "
+                             "newest such run)")
+    parser.add_argument("--strategy", default="auto", choices=["auto", "one", "mirrored", "multiworker"],
+                        help="tf.distribute strategy: auto = multiworker when TF_CONFIG names several workers, "
+                             "else mirrored over all GPUs (one replica on a CPU)")
+    parser.add_argument("--labels", type=int, default=0, help="number of labelled examples (0 = unsupervised)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --run-dir from its last checkpoint (same flags unless given)")
+    parser.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N steps (and at the end)")
+    parser.add_argument("--log-every", type=int, default=25, help="write TensorBoard scalars every N steps")
+    parser.add_argument("--no-export", action="store_true", help="skip writing the SavedModels at the end")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+# Flags that describe the run rather than the experiment: never taken from a
+# resumed run's saved configuration.
+_RUN_FLAGS = {"resume", "run_dir", "max_steps", "quiet", "strategy", "no_export"}
+
+
+def parse_args(parser, argv, model_name):
+    """Parses flags; with --resume the saved flags of the run fill in what is not given."""
+    args = parser.parse_args(argv)
+    args.run_dir = resolve_run_dir(args, model_name)
+    if args.resume:
+        saved = json.loads((args.run_dir / "config.json").read_text())
+        namespace = argparse.Namespace(**{k: v for k, v in saved.items() if k not in _RUN_FLAGS})
+        # argparse fills in defaults only for names not in the namespace, so
+        # flags given now override the saved ones and the rest come back.
+        args = parser.parse_args(argv, namespace=namespace)
+        args.run_dir = resolve_run_dir(args, model_name)
+    if args.clusters < 2:
+        raise UsageError(f"--clusters must be at least 2 (got {args.clusters})")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be positive (got {args.batch_size})")
+    if args.max_steps is not None and args.max_steps < 0:
+        raise UsageError(f"--max-steps must be >= 0 (got {args.max_steps})")
+    if args.labels < 0:
+        raise UsageError(f"--labels must be >= 0 (got {args.labels})")
+    return args
+
+
+def resolve_run_dir(args, model_name):
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+        if args.resume and not (run_dir / "config.json").exists():
+            raise UsageError(f"--resume: {run_dir} holds no run to resume (no config.json)")
+        return run_dir
+    tag = Path(args.dataset).stem.replace(":", "_").replace(",", "_").replace("=", "")
+    if args.resume:
+        runs = sorted(Path("runs").glob(f"{model_name}-{tag}-*/config.json"))
+        if not runs:
+            raise UsageError(f"--resume: no run of {model_name} on {args.dataset} under runs/; pass --run-dir")
+        return runs[-1].parent
+    return Path("runs") / f"{model_name}-{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_main(main_fn, argv=None):
+    """Runs a trainer's main, turning usage and data errors into one line and exit 2."""
+    prog = "trainer"
+    try:
+        return main_fn(argv)
+    except (UsageError, zoo_data.DataError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+# -- strategy ---------------------------------------------------------------------
+def make_strategy(kind):
+    import tensorflow as tf
+
+    if kind == "auto":
+        tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+        kind = "multiworker" if len(tf_config.get("cluster", {}).get("worker", [])) > 1 else "mirrored"
+    if kind == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if kind == "one":
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    return tf.distribute.MirroredStrategy([d.name for d in gpus] or ["/cpu:0"])
+
+
+def is_chief(strategy):
+    """Only the chief writes files; other workers write to a scratch directory."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def replicated_step(strategy, step_fn):
+    """A tf.function that runs `step_fn` on every replica and returns its outputs
+    averaged across replicas. Given a distributed iterator, it pulls the next batch
+    itself (inside the graph) and passes it to `step_fn`."""
+    import tensorflow as tf
+
+    @tf.function
+    def step(iterator=None):
+        args = () if iterator is None else (next(iterator),)
+        outputs = strategy.run(step_fn, args=args)
+        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in outputs.items()}
+
+    return step
+
+
+def distributed_batches(strategy, arrays, global_batch, seed):
+    """An endless shuffled, batched, prefetched dataset of `arrays`, split across replicas."""
+    import tensorflow as tf
+
+    n = len(arrays[0])
+    ds = tf.data.Dataset.from_tensor_slices(tuple(arrays))
+    ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.batch(global_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.deterministic = True
+    return iter(strategy.experimental_distribute_dataset(ds.with_options(options)))
+
+
+def predict_in_batches(fn, x, batch_size=500):
+    """Applies `fn` (a tf.function of one batch) to a numpy array in batches, returning numpy."""
+    import tensorflow as tf
+
+    outs = [fn(tf.constant(x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
+    return np.concatenate(outs, axis=0)
+
+
+# -- checkpoints ----------------------------------------------------------------------
+class Checkpoints:
+    """Numbered checkpoints under RUN_DIR/checkpoints, the last few kept.
+
+    TensorFlow writes a checkpoint's files first and the `checkpoint` index last,
+    so a reader never takes a half-written checkpoint for the latest one.
+    """
+
+    def __init__(self, run_dir, step, max_to_keep=3, **trackables):
+        import tensorflow as tf
+
+        self.step = step
+        self.checkpoint = tf.train.Checkpoint(step=step, **trackables)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(Path(run_dir) / "checkpoints"),
+                                                  max_to_keep=max_to_keep)
+
+    def restore_latest(self):
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            raise UsageError(f"--resume: no checkpoint under {self.manager.directory}")
+        self.checkpoint.restore(latest).expect_partial()
+        return latest
+
+    def save(self):
+        return self.manager.save(checkpoint_number=int(self.step.numpy()))
+
+
+# -- progress ----------------------------------------------------------------------
+class Progress:
+    """A tqdm bar over all training steps with live losses in its postfix."""
+
+    def __init__(self, total, initial, quiet=False):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, disable=quiet, unit="step", dynamic_ncols=True,
+                        mininterval=0.5 if sys.stderr.isatty() else 10.0)
+
+    def update(self, phase, values):
+        self.bar.set_description(phase, refresh=False)
+        self.bar.set_postfix({k: f"{float(v):.3f}" for k, v in values.items()}, refresh=False)
+        self.bar.update(1)
+
+    def write(self, text):
+        self.bar.write(text)
+
+    def close(self):
+        self.bar.close()
+
+
+# -- evaluation and outputs -------------------------------------------------------
+def clustering_metrics(y_true, y_pred, num_clusters):
+    """ACC/NMI/ARI/purity when labels are known, else only the cluster sizes."""
+    from zoo import metrics
+
+    sizes = np.bincount(y_pred, minlength=num_clusters).tolist()
+    if y_true is None:
+        return {"clusters": num_clusters, "cluster_sizes": sizes}
+    report = metrics.clustering_report(y_true, y_pred, num_clusters)
+    report["cluster_sizes"] = sizes
+    return report
+
+
+def format_metrics(report):
+    if "acc" not in report:
+        return "no labels: cluster sizes " + str(report["cluster_sizes"])
+    text = f"ACC {report['acc']:.4f}  NMI {report['nmi']:.4f}  ARI {report['ari']:.4f}  purity {report['purity']:.4f}"
+    if not report.get("acc_meaningful", True):
+        text += f"  many-to-one ACC {report['many_to_one_acc']:.4f} (K > classes: Hungarian ACC is not meaningful)"
+    return text
+
+
+def write_json(path, payload):
+    """Writes JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (np.ndarray,)):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value)}")

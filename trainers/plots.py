@@ -1,0 +1,74 @@
+"""PNG figures a run leaves behind: generated samples per cluster, the confusion
+matrix of clusters against classes, and 2-D scatter plots."""
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def sample_grid(samples, path, title=None):
+    """samples [K, n, H, W, C] in [0, 1] -> one row per cluster, n columns."""
+    samples = np.clip(np.asarray(samples), 0.0, 1.0)
+    rows, cols = samples.shape[:2]
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8, rows * 0.8 + 0.4), squeeze=False)
+    for r in range(rows):
+        for c in range(cols):
+            image = samples[r, c]
+            ax = axes[r, c]
+            ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(str(r), rotation=0, labelpad=10, va="center")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def grid_image(samples):
+    """samples [K, n, H, W, C] -> one [K*H, n*W, C] array (for TensorBoard)."""
+    k, n, h, w, c = samples.shape
+    return np.asarray(samples).transpose(0, 2, 1, 3, 4).reshape(k * h, n * w, c)
+
+
+def confusion_png(y_true, y_pred, num_clusters, path, title=None):
+    """Clusters (rows, ordered by their Hungarian-matched class) against true classes."""
+    from zoo import metrics
+
+    matrix = metrics.confusion_matrix(y_true, y_pred, num_clusters)
+    mapping = metrics.cluster_to_class_mapping(y_true, y_pred)
+    order = sorted(range(num_clusters), key=lambda k: (mapping.get(k, matrix.shape[1]), k))
+    matrix = matrix[order]
+    fig, ax = plt.subplots(figsize=(0.5 * matrix.shape[1] + 2, 0.4 * num_clusters + 1.5))
+    ax.imshow(matrix, cmap="Blues")
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            if matrix[i, j]:
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    ax.set_xticks(range(matrix.shape[1]))
+    ax.set_yticks(range(num_clusters), [str(k) for k in order])
+    ax.set_xlabel("true class")
+    ax.set_ylabel("cluster")
+    ax.set_title(title or "clusters vs classes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def scatter_png(points, colours, path, title=None, legend_title=None):
+    """points [N, 2] coloured by integer `colours` [N]."""
+    points = np.asarray(points)
+    fig, ax = plt.subplots(figsize=(6, 6))
+    sc = ax.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab20" if np.max(colours) >= 10 else "tab10",
+                    s=4, alpha=0.7)
+    ax.legend(*sc.legend_elements(), title=legend_title, loc="best", fontsize=7, markerscale=0.8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,115 @@
+"""What every model of the zoo shares: the public surface and replica-aware noise.
+
+Trainers, export and serving treat every model alike through four methods:
+`cluster_probs(x)`, `embed(x)`, `generate(z, c)` and `sample_latent(n, seed)`.
+"""
+
+import keras
+import tensorflow as tf
+
+# Independent noise streams of one training step (e.g. the fakes of the
+# discriminator phase and of the generator phase are different draws).
+NUM_STREAMS = 8
+
+
+def replica_slice(draw, local_batch, seed):
+    """Draws a *global* batch with `draw(global_batch, seed)` and returns this replica's slice.
+
+    Every replica computes the same global draw from the same stateless seed and
+    keeps its own rows, so (a) replicas train on different noise, and (b) a step on
+    R replicas sees exactly the noise of one replica running the whole global batch.
+    """
+    strategy = tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    if replicas == 1:
+        return draw(local_batch, seed)
+    replica_id = tf.distribute.get_replica_context().replica_id_in_sync_group
+    full = draw(local_batch * replicas, seed)
+    return full[replica_id * local_batch : (replica_id + 1) * local_batch]
+
+
+class ClusterModel(keras.Model):
+    """Base class of the zoo's models.
+
+    Args:
+        data_shape: shape of one sample, e.g. (28, 28, 1) or (100,).
+        num_clusters: K.
+        latent_dim: size of the generator's noise input.
+        architecture: "auto", "conv" or "mlp" (see `zoo.networks`).
+        seed: base seed of every noise draw made during training.
+    """
+
+    # Name used for servables and metadata, e.g. "ganem" -> ganem_enet, ganem_generator.
+    zoo_name = None
+
+    def __init__(self, data_shape, num_clusters, latent_dim, architecture="auto", seed=0, **kwargs):
+        super().__init__(**kwargs)
+        if int(num_clusters) < 2:
+            raise ValueError(f"num_clusters must be at least 2, got {num_clusters}")
+        self.data_shape = tuple(int(d) for d in data_shape)
+        self.num_clusters = int(num_clusters)
+        self.latent_dim = int(latent_dim)
+        self.architecture = architecture
+        self.seed = int(seed)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            data_shape=list(self.data_shape),
+            num_clusters=self.num_clusters,
+            latent_dim=self.latent_dim,
+            architecture=self.architecture,
+            seed=self.seed,
+        )
+        return config
+
+    # -- the common surface -------------------------------------------------------
+    def cluster_probs(self, x):
+        """[N, *data_shape] -> [N, K] posterior over clusters."""
+        raise NotImplementedError
+
+    def embed(self, x):
+        """[N, *data_shape] -> [N, d] features used for clustering / plots."""
+        raise NotImplementedError
+
+    def generate(self, z, c):
+        """Noise [N, latent_dim] and cluster ids [N] -> samples [N, *data_shape]."""
+        raise NotImplementedError
+
+    @property
+    def embedding_size(self):
+        return int(self.embed(tf.zeros((1, *self.data_shape))).shape[-1])
+
+    def sample_latent(self, n, seed=0):
+        """Noise for `generate`: [n, latent_dim] standard normal, reproducible by seed."""
+        seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
+        return tf.random.stateless_normal((n, self.latent_dim), seed=seed)
+
+    def predict_clusters(self, x):
+        return tf.argmax(self.cluster_probs(x), axis=-1)
+
+    def call(self, x):
+        # The forward pass Keras builds the model with: the E-net classifier.
+        return self.cluster_probs(x)
+
+    # -- helpers for train steps --------------------------------------------------
+    def step_seed(self, counter, stream):
+        """Stateless seed of noise stream `stream` at optimizer step `counter`."""
+        counter = tf.cast(counter, tf.int64)
+        return tf.stack([tf.constant(self.seed, tf.int64), counter * NUM_STREAMS + stream])
+
+    def draw_noise(self, local_batch, seed):
+        return replica_slice(
+            lambda n, s: tf.random.stateless_normal((n, self.latent_dim), seed=s), local_batch, seed
+        )
+
+    def draw_clusters(self, local_batch, seed, prior=None):
+        """Cluster ids [local_batch] int32, uniform or from `prior` [K] probabilities."""
+
+        def draw(n, s):
+            if prior is None:
+                return tf.random.stateless_uniform((n,), s, maxval=self.num_clusters, dtype=tf.int32)
+            logits = tf.math.log(tf.maximum(prior, 1e-12))[None, :]
+            return tf.cast(tf.random.stateless_categorical(logits, n, s)[0], tf.int32)
+
+        return replica_slice(draw, local_batch, seed)

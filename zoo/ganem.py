@@ -1,0 +1,183 @@
+"""GAN-EM: EM clustering with a conditional GAN as M-step and an E-net as E-step.
+
+Zhao et al., "GAN-EM: GAN based EM learning framework" (DESIGN.md 3.1).
+
+* M-step (`train_step`): a conditional generator G(z, c) and a discriminator D with
+  K sigmoid heads. Head i learns "real and in cluster i", with real x weighted by
+  the soft label w_i(x) that the last E-step gave it; every fake is fake for every
+  head. G(., c) is trained to be taken for real by head c.
+* E-step (`enet_train_step`): the E-net learns to tell which cluster c a *generated*
+  sample came from, with c drawn from the mixing prior pi. It never sees real data
+  (except labelled data in the semi-supervised setting).
+* Between the two (`update_prior`, driven by the trainer): w(x) = E(x) for all real
+  x, and pi = mean of w.
+
+The EM alternation itself belongs to the trainer; this file holds one step of
+each phase and the pieces they are made of.
+"""
+
+import keras
+import tensorflow as tf
+
+from zoo import losses
+from zoo.base import ClusterModel
+from zoo.networks import build_classifier, build_generator
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class GANEM(ClusterModel):
+    """GAN-EM clustering model.
+
+    Args:
+        data_shape: shape of one sample, e.g. (28, 28, 1).
+        num_clusters: K.
+        latent_dim: size of z ~ N(0, I).
+        embedding_dim: width of the extra E-net layer before its output (the
+            dimensionality-reduction features); None uses the E-net trunk features.
+        generator_loss: "mle" (the paper's -1/2 exp(logit)) or "nonsaturating".
+        logit_clip: upper clip of the logit inside the MLE loss's exp.
+        e_batch_size: global batch of generated samples per E-step update.
+        learn_prior: update pi from the E-step posteriors (False keeps it uniform).
+        architecture, seed: see `ClusterModel`.
+    """
+
+    zoo_name = "ganem"
+
+    def __init__(
+        self,
+        data_shape,
+        num_clusters=10,
+        latent_dim=62,
+        embedding_dim=None,
+        generator_loss="mle",
+        logit_clip=10.0,
+        e_batch_size=64,
+        learn_prior=True,
+        architecture="auto",
+        seed=0,
+        **kwargs,
+    ):
+        super().__init__(data_shape, num_clusters, latent_dim, architecture, seed, **kwargs)
+        if generator_loss not in losses.GENERATOR_LOSSES:
+            raise ValueError(f"generator_loss must be one of {sorted(losses.GENERATOR_LOSSES)}, got {generator_loss!r}")
+        self.embedding_dim = int(embedding_dim) if embedding_dim else None
+        self.generator_loss = generator_loss
+        self.logit_clip = float(logit_clip)
+        self.e_batch_size = int(e_batch_size)
+        self.learn_prior = bool(learn_prior)
+
+        self.generator = build_generator(self.data_shape, latent_dim, num_clusters, architecture)
+        # D's embedding output is unused; its K logits are the K sigmoid heads.
+        self.discriminator = build_classifier(self.data_shape, num_clusters, None, architecture, name="discriminator")
+        self.enet = build_classifier(self.data_shape, num_clusters, self.embedding_dim, architecture, name="enet")
+        self.prior = self.add_weight(
+            shape=(num_clusters,),
+            initializer=keras.initializers.Constant(1.0 / num_clusters),
+            trainable=False,
+            name="prior",
+        )
+        self.built = True
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            embedding_dim=self.embedding_dim,
+            generator_loss=self.generator_loss,
+            logit_clip=self.logit_clip,
+            e_batch_size=self.e_batch_size,
+            learn_prior=self.learn_prior,
+        )
+        return config
+
+    def compile(self, g_optimizer=None, d_optimizer=None, e_optimizer=None, **kwargs):
+        """Optimizers default to the paper code's Adam(2e-4 x (G 3, D 1, E 0.3), beta1 0.5)."""
+        super().compile(**kwargs)
+        self.g_optimizer = g_optimizer or keras.optimizers.Adam(6e-4, beta_1=0.5)
+        self.d_optimizer = d_optimizer or keras.optimizers.Adam(2e-4, beta_1=0.5)
+        self.e_optimizer = e_optimizer or keras.optimizers.Adam(6e-5, beta_1=0.5)
+        # Only self.optimizer is built by Keras; build the others here, inside the
+        # strategy scope, or their slots become placeholders under tf.distribute.
+        self.g_optimizer.build(self.generator.trainable_variables)
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.e_optimizer.build(self.enet.trainable_variables)
+
+    # -- the common surface -------------------------------------------------------
+    def cluster_probs(self, x):
+        logits, _ = self.enet(x, training=False)
+        return tf.nn.softmax(logits)
+
+    def embed(self, x):
+        _, embedding = self.enet(x, training=False)
+        return embedding
+
+    def generate(self, z, c):
+        return self.generator([z, tf.one_hot(c, self.num_clusters)], training=False)
+
+    # -- M-step ---------------------------------------------------------------------
+    def train_step(self, data):
+        """One M-step update of D then G on a batch `(x, w)` of real data and soft labels."""
+        x, w = data
+        batch = tf.shape(x)[0]
+        step = tf.identity(self.d_optimizer.iterations)
+
+        # Phase 1: discriminator. Real x counts for head i with weight w_i(x);
+        # fakes of every cluster are fake for every head.
+        c = self.draw_clusters(batch, self.step_seed(step, 0))
+        z = self.draw_noise(batch, self.step_seed(step, 1))
+        fake = self.generator([z, tf.one_hot(c, self.num_clusters)], training=True)
+        with tf.GradientTape() as tape:
+            real_logits, _ = self.discriminator(x, training=True)
+            fake_logits, _ = self.discriminator(fake, training=True)
+            d_real, d_fake = losses.multihead_discriminator_loss(real_logits, w, fake_logits)
+            d_loss = losses.replica_mean(d_real + d_fake)
+        grads = tape.gradient(d_loss, self.discriminator.trainable_variables)
+        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
+
+        # Phase 2: generator. G(., c) should be taken for real by head c.
+        c = self.draw_clusters(batch, self.step_seed(step, 2))
+        z = self.draw_noise(batch, self.step_seed(step, 3))
+        with tf.GradientTape() as tape:
+            fake = self.generator([z, tf.one_hot(c, self.num_clusters)], training=True)
+            fake_logits, _ = self.discriminator(fake, training=True)
+            head_logit = tf.gather(fake_logits, c, axis=1, batch_dims=1)
+            if self.generator_loss == "mle":
+                g_per_example = losses.mle_generator_loss(head_logit, self.logit_clip)
+            else:
+                g_per_example = losses.nonsaturating_generator_loss(head_logit)
+            g_loss = losses.replica_mean(g_per_example)
+        grads = tape.gradient(g_loss, self.generator.trainable_variables)
+        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
+
+        # Unscaled means over this replica's batch; the trainer averages replicas.
+        return {
+            "d_loss": tf.reduce_mean(d_real + d_fake),
+            "d_real": tf.reduce_mean(d_real),
+            "g_loss": tf.reduce_mean(g_per_example),
+            "d_fake_prob": tf.reduce_mean(tf.sigmoid(head_logit)),
+        }
+
+    # -- E-step ---------------------------------------------------------------------
+    def enet_train_step(self):
+        """One E-net update on a batch of generated samples with c ~ pi."""
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        batch = max(self.e_batch_size // replicas, 1)
+        step = tf.identity(self.e_optimizer.iterations)
+
+        c = self.draw_clusters(batch, self.step_seed(step, 4), prior=tf.convert_to_tensor(self.prior))
+        z = self.draw_noise(batch, self.step_seed(step, 5))
+        fake = self.generator([z, tf.one_hot(c, self.num_clusters)], training=False)
+        with tf.GradientTape() as tape:
+            logits, _ = self.enet(fake, training=True)
+            e_per_example = losses.sparse_cross_entropy(c, logits)
+            e_loss = losses.replica_mean(e_per_example)
+        grads = tape.gradient(e_loss, self.enet.trainable_variables)
+        self.e_optimizer.apply_gradients(zip(grads, self.enet.trainable_variables))
+
+        hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), c), tf.float32)
+        return {"e_loss": tf.reduce_mean(e_per_example), "e_acc_fake": tf.reduce_mean(hits)}
+
+    # -- between E and M ------------------------------------------------------------
+    def update_prior(self, soft_labels):
+        """pi <- mean of the posteriors w(x) over real data (a no-op with a fixed prior)."""
+        if self.learn_prior:
+            self.prior.assign(tf.reduce_mean(tf.convert_to_tensor(soft_labels, tf.float32), axis=0))

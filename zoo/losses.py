@@ -1,0 +1,58 @@
+"""Losses of the zoo's GANs, all per example ([batch] tensors).
+
+Per-example losses let the caller average over the *global* batch
+(`replica_mean`), which is what keeps gradients right under tf.distribute:
+Keras sums gradients across replicas, it does not average them.
+"""
+
+import tensorflow as tf
+
+
+def replica_mean(per_example):
+    """Mean over the local batch divided by the number of replicas: summed over
+    replicas by the optimizer's all-reduce, this is the mean over the global batch."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return tf.reduce_mean(per_example) / tf.cast(replicas, per_example.dtype)
+
+
+def multihead_discriminator_loss(real_logits, real_weights, fake_logits):
+    """GAN-EM's M-step discriminator loss, negated for minimisation (DESIGN.md 3.1).
+
+    L_D = E_x sum_i w_i(x) log D_i(x) + E_z,c sum_i log(1 - D_i(G(z, c))) is maximised;
+    every head i sees every fake as fake, and real x with weight w_i(x).
+    Returns (real part [B], fake part [B]); the loss is their sum.
+    `log sigmoid(l) = -softplus(-l)` and `log(1 - sigmoid(l)) = -softplus(l)` keep it stable.
+    """
+    real = tf.reduce_sum(real_weights * tf.math.softplus(-real_logits), axis=-1)
+    fake = tf.reduce_sum(tf.math.softplus(fake_logits), axis=-1)
+    return real, fake
+
+
+def mle_generator_loss(logits, logit_clip=10.0):
+    """GAN-EM's generator loss: -1/2 exp(logit D_c(G(z, c))).
+
+    With D optimal, D/(1-D) = p_data/p_model, so this is the MLE-GAN objective.
+    exp of an unbounded logit overflows: the logit is clipped from above, and the
+    clip passes the gradient straight through so a confident D still teaches G.
+    """
+    clipped = logits + tf.stop_gradient(tf.minimum(logits, logit_clip) - logits)
+    return -0.5 * tf.exp(clipped)
+
+
+def nonsaturating_generator_loss(logits):
+    """-log D_c(G(z, c)): the non-saturating loss (BCE towards "real", as in the
+    GAN-EM authors' code)."""
+    return tf.math.softplus(-logits)
+
+
+GENERATOR_LOSSES = {"mle": mle_generator_loss, "nonsaturating": nonsaturating_generator_loss}
+
+
+def sparse_cross_entropy(labels, logits):
+    """[B] cross-entropy of integer labels against logits."""
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=logits)
+
+
+def soft_cross_entropy(targets, logits):
+    """[B] cross-entropy of probability targets against logits."""
+    return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
