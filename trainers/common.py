@@ -100,9 +100,9 @@ def resolve_run_dir(args, model_name):
     return Path("runs") / f"{model_name}-{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def run_main(main_fn, argv=None):
+def run_main(main_fn, model_name, argv=None):
     """Runs a trainer's main, turning usage and data errors into one line and exit 2."""
-    prog = "trainer"
+    prog = f"trainers.{model_name}"
     try:
         return main_fn(argv)
     except (UsageError, zoo_data.DataError) as err:

@@ -236,4 +236,4 @@ def _mean_ms(durations):
 
 
 if __name__ == "__main__":
-    sys.exit(common.run_main(main))
+    sys.exit(common.run_main(main, "ganem"))
