@@ -28,8 +28,9 @@ def build_parser():
     group.add_argument("--m-steps", type=int, default=DEFAULTS["m_steps"], help="M-step (GAN) updates per EM iteration")
     group.add_argument("--e-steps", type=int, default=DEFAULTS["e_steps"], help="E-step (E-net) updates per EM iteration")
     group.add_argument("--e-batch-size", type=int, default=64, help="generated samples per E-net update")
-    group.add_argument("--init", choices=["uniform", "kmeans"], default="uniform",
-                       help="soft labels of the first M-step: uniform 1/K, or one-hot k-means labels on pixels")
+    group.add_argument("--init", choices=["uniform", "kmeans", "gmm"], default="uniform",
+                       help="soft labels of the first M-step: uniform 1/K (the paper), one-hot k-means labels "
+                            "on pixels, or the posteriors of a GMM on PCA-50")
     group.add_argument("--generator-loss", choices=["mle", "nonsaturating"], default="mle",
                        help="mle: the paper's -1/2 exp(logit D_c); nonsaturating: -log D_c")
     group.add_argument("--logit-clip", type=float, default=10.0, help="upper clip of the logit in the MLE loss")
@@ -60,13 +61,15 @@ def validate(args, dataset):
 
 
 def initial_soft_labels(args, x):
+    """w of the first M-step: uniform, one-hot k-means labels, or GMM-on-PCA posteriors."""
+    from zoo import baselines
+
     n, k = len(x), args.clusters
     if args.init == "uniform":
         return np.full((n, k), 1.0 / k, np.float32)
-    from sklearn.cluster import KMeans
-
-    labels = KMeans(k, n_init=3, random_state=args.seed).fit_predict(x.reshape(n, -1))
-    return np.eye(k, dtype=np.float32)[labels]
+    if args.init == "kmeans":
+        return np.eye(k, dtype=np.float32)[baselines.kmeans_pixels(x, k, args.seed)]
+    return baselines.gmm_pca_posteriors(x, k, args.seed)
 
 
 def main(argv=None):
@@ -162,9 +165,13 @@ def main(argv=None):
                 probs, report = evaluate(step)
                 soft_labels.assign(probs)
                 model.update_prior(probs)
-                report.update(em_iteration=iteration + 1, step=step, prior=model.prior.numpy().round(4).tolist())
+                report.update(em_iteration=iteration + 1, step=step, prior=model.prior.numpy().round(4).tolist(),
+                              posterior_confidence=float(probs.max(1).mean()),
+                              e_acc_fake=values.get("e_acc_fake"))
                 history.append(report)
-                progress.write(f"EM iteration {iteration + 1}/{args.em_iterations}: {common.format_metrics(report)}")
+                progress.write(f"EM iteration {iteration + 1}/{args.em_iterations}: {common.format_metrics(report)}  "
+                               f"(E-net: {report['e_acc_fake']:.2f} acc on fakes, {report['posterior_confidence']:.2f} "
+                               "mean confidence on real data)")
                 if chief:
                     checkpoints.save()
             elif step % args.checkpoint_every == 0 and chief:

@@ -1,0 +1,117 @@
+"""Classical clustering baselines (numpy / scikit-learn only, no TensorFlow).
+
+* :func:`kmeans_pixels` -- k-means on the flattened inputs (pixels or vector features).
+* :func:`gmm_pca` -- PCA to ``min(components, D, N-1)`` dimensions, then a full-covariance
+  Gaussian mixture (``reg_covar=1e-3`` keeps it stable on near-degenerate pixel data),
+  initialised from k-means, best of 2 restarts.
+
+Both return predicted cluster ids (int64 ``[N]``) and are deterministic for a given ``seed``.
+:func:`run_baselines` evaluates every entry of :data:`BASELINES` over several seeds with
+:func:`zoo.metrics.clustering_report`; :func:`summarize` turns a list of per-seed reports into
+``<key>_mean`` / ``<key>_std`` (population std, ``np.std``).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from zoo.metrics import clustering_report
+
+__all__ = ["BASELINES", "SUMMARY_KEYS", "gmm_pca", "gmm_pca_posteriors", "kmeans_pixels", "run_baselines", "summarize"]
+
+#: The clustering measures summarised by default: ``acc`` is Hungarian ACC, ``purity`` is purity.
+SUMMARY_KEYS = ("acc", "nmi", "ari", "purity", "many_to_one_acc")
+
+
+def _flatten(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim < 2:
+        raise ValueError(f"x must have shape [N, ...] with at least 2 dims, got {x.shape}")
+    return x.reshape(x.shape[0], -1)
+
+
+def kmeans_pixels(x, k: int, seed: int = 0) -> np.ndarray:
+    """k-means (``n_init=10``, ``random_state=seed``) on the flattened ``x``; returns labels."""
+    from sklearn.cluster import KMeans
+
+    flat = _flatten(x)
+    labels = KMeans(n_clusters=int(k), n_init=10, random_state=int(seed)).fit_predict(flat)
+    return labels.astype(np.int64)
+
+
+def gmm_pca_posteriors(x, k: int, seed: int = 0, components: int = 50) -> np.ndarray:
+    """PCA to ``min(components, D, N-1)`` dims (no whitening), then a full-covariance GMM;
+    returns the posterior over components of every sample, float32 ``[N, k]``.
+
+    ``GaussianMixture(k, covariance_type="full", reg_covar=1e-3, n_init=2, init_params="kmeans",
+    random_state=seed)``.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.mixture import GaussianMixture
+
+    flat = _flatten(x)
+    n, d = flat.shape
+    dims = max(1, min(int(components), d, n - 1))
+    z = PCA(n_components=dims, whiten=False, random_state=int(seed)).fit_transform(flat)
+    gmm = GaussianMixture(n_components=int(k), covariance_type="full", reg_covar=1e-3, n_init=2,
+                          max_iter=200, init_params="kmeans", random_state=int(seed))
+    return gmm.fit(z).predict_proba(z).astype(np.float32)
+
+
+def gmm_pca(x, k: int, seed: int = 0, components: int = 50) -> np.ndarray:
+    """The most likely component of every sample under :func:`gmm_pca_posteriors`."""
+    return gmm_pca_posteriors(x, k, seed, components).argmax(axis=1).astype(np.int64)
+
+
+#: name -> function(x, k, seed) -> labels
+BASELINES = {"kmeans_pixels": kmeans_pixels, "gmm_pca50": gmm_pca}
+
+
+def summarize(reports, keys=SUMMARY_KEYS) -> dict:
+    """``{<key>_mean, <key>_std}`` over a list of report dicts (population std, ``np.std``).
+
+    Keys missing from every report are left out; a key missing from some reports, or whose
+    value is None, is averaged over the reports that have it.
+    """
+    reports = list(reports)
+    out = {}
+    for key in keys:
+        values = [float(r[key]) for r in reports if r.get(key) is not None]
+        if not values:
+            continue
+        out[f"{key}_mean"] = float(np.mean(values))
+        out[f"{key}_std"] = float(np.std(values))
+    return out
+
+
+def run_baselines(dataset, k: int, seeds, baselines=None) -> dict:
+    """Runs every baseline once per seed on ``dataset`` and scores it against ``dataset.y``.
+
+    ``dataset`` is a :class:`zoo.data.Dataset`, or a callable ``seed -> Dataset`` for data that
+    depends on the seed (e.g. ``synthetic`` specs without ``seed=``, which the trainers load with
+    their ``--seed``). ``baselines`` defaults to :data:`BASELINES`.
+
+    Returns ``name -> {acc_mean, acc_std, nmi_mean, ..., wall_seconds_mean, wall_seconds_std,
+    per_seed: [clustering_report + seed + wall_seconds, ...]}``.
+    """
+    baselines = BASELINES if baselines is None else baselines
+    get = dataset if callable(dataset) else (lambda _seed: dataset)
+    results = {}
+    for name, fn in baselines.items():
+        per_seed = []
+        for seed in seeds:
+            data = get(int(seed))
+            if data.y is None:
+                raise ValueError(f"dataset '{data.name}' has no labels; baselines cannot be scored")
+            started = time.perf_counter()
+            labels = fn(data.x, int(k), int(seed))
+            wall = time.perf_counter() - started
+            report = clustering_report(data.y, labels, int(k))
+            report.update(seed=int(seed), wall_seconds=round(wall, 3))
+            per_seed.append(report)
+        summary = summarize(per_seed)
+        summary.update(summarize(per_seed, keys=("wall_seconds",)))
+        summary["per_seed"] = per_seed
+        results[name] = summary
+    return results
