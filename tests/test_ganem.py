@@ -116,3 +116,27 @@ def test_sample_latent_is_reproducible():
     images = model.generate(a, tf.constant([0, 1, 2, 0]))
     assert images.shape == (4, 8, 8, 1)
     assert float(tf.reduce_min(images)) >= 0.0 and float(tf.reduce_max(images)) <= 1.0
+
+
+def test_authors_code_variant_has_fake_class_balanced_e_step_and_fixed_prior():
+    model = small_model(variant="authors-code")
+    assert model.discriminator.output_shape[0] == (None, 4)  # K + 1 with the fake class
+    assert not model.learn_prior
+    config = model.get_config()
+    assert config["variant"] == "authors-code" and GANEM.from_config(config).get_config() == config
+    clusters = model.draw_balanced_clusters(30, model.step_seed(0, 4)).numpy()
+    assert np.bincount(clusters).tolist() == [10, 10, 10]
+    out = tf.function(model.train_step)((tf.random.uniform((6, 8, 8, 1)), tf.one_hot([0, 1, 2, 0, 1, 2], 3)))
+    assert all(np.isfinite(float(v)) for v in out.values())
+    with pytest.raises(ValueError, match="variant"):
+        GANEM((8, 8, 1), 3, variant="pytorch")
+
+
+def test_fake_class_discriminator_loss_matches_formula():
+    real_logits = np.array([[1.0, 0.0, -1.0]], np.float32)  # K = 2, plus the fake class
+    fake_logits = np.array([[0.0, 0.5, 2.0]], np.float32)
+    w = np.array([[0.25, 0.75]], np.float32)
+    real, fake = losses.fake_class_discriminator_loss(real_logits, w, fake_logits)
+    log_softmax = lambda v: v - np.log(np.exp(v).sum())  # noqa: E731
+    assert float(real[0]) == pytest.approx(-(w[0] * log_softmax(real_logits[0])[:2]).sum(), rel=1e-5)
+    assert float(fake[0]) == pytest.approx(-log_softmax(fake_logits[0])[2], rel=1e-5)

@@ -38,6 +38,10 @@ def build_parser():
     group.add_argument("--embedding-dim", type=int, default=0,
                        help="width of an extra E-net layer before its output (0 = none; the E-net trunk "
                             "features are the embedding)")
+    group.add_argument("--variant", choices=["paper", "authors-code"], default="paper",
+                       help="paper: K sigmoid heads, MLE generator loss, c ~ pi in the E-step, learned pi; "
+                            "authors-code: (K+1)-way softmax D with a fake class, cross-entropy G loss, "
+                            "class-balanced E-step, uniform pi")
     group.add_argument("--fixed-prior", action="store_true", help="keep pi uniform instead of learning it")
     group.add_argument("--architecture", choices=["auto", "conv", "mlp"], default="auto",
                        help="networks: auto picks conv for square images, mlp for vectors and small images")
@@ -97,7 +101,7 @@ def main(argv=None):
         model = GANEM(
             dataset.input_shape, k, latent_dim=args.latent_dim, embedding_dim=args.embedding_dim or None,
             generator_loss=args.generator_loss, logit_clip=args.logit_clip, e_batch_size=args.e_batch_size,
-            learn_prior=not args.fixed_prior, architecture=args.architecture, seed=args.seed,
+            learn_prior=not args.fixed_prior, variant=args.variant, architecture=args.architecture, seed=args.seed,
         )
         model.compile(
             g_optimizer=keras.optimizers.Adam(args.lr_g, beta_1=0.5),

@@ -113,3 +113,11 @@ class ClusterModel(keras.Model):
             return tf.cast(tf.random.stateless_categorical(logits, n, s)[0], tf.int32)
 
         return replica_slice(draw, local_batch, seed)
+
+    def draw_balanced_clusters(self, local_batch, seed):
+        """Cluster ids [local_batch] int32 with every cluster equally often in the global batch."""
+
+        def draw(n, s):
+            return tf.random.experimental.stateless_shuffle(tf.range(n) % self.num_clusters, s)
+
+        return replica_slice(draw, local_batch, seed)

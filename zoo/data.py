@@ -477,6 +477,9 @@ def _load_tfds(name: str, *, split: str, data_dir: str | None) -> Dataset:
         raise DataError("tensorflow-datasets is not installed; "
                         "pip install tensorflow-datasets") from None
     split = split or "train"
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)  # tfds warns at length before it fails
     try:
         ds, info = tfds.load(name, split=split, data_dir=data_dir, download=False,
                              try_gcs=False, as_supervised=False, with_info=True)

@@ -12,6 +12,11 @@ Zhao et al., "GAN-EM: GAN based EM learning framework" (DESIGN.md 3.1).
 * Between the two (`update_prior`, driven by the trainer): w(x) = E(x) for all real
   x, and pi = mean of w.
 
+`variant="authors-code"` follows the authors' public PyTorch code instead of the
+paper where the two differ: D is a (K+1)-way softmax with a "fake" class, G is
+trained with cross-entropy towards class c, E-step batches are class-balanced
+and pi stays uniform.
+
 The EM alternation itself belongs to the trainer; this file holds one step of
 each phase and the pieces they are made of.
 """
@@ -34,14 +39,18 @@ class GANEM(ClusterModel):
         latent_dim: size of z ~ N(0, I).
         embedding_dim: width of the extra E-net layer before its output (the
             dimensionality-reduction features); None uses the E-net trunk features.
-        generator_loss: "mle" (the paper's -1/2 exp(logit)) or "nonsaturating".
+        generator_loss: "mle" (the paper's -1/2 exp(logit)) or "nonsaturating"
+            (variant "paper" only).
         logit_clip: upper clip of the logit inside the MLE loss's exp.
         e_batch_size: global batch of generated samples per E-step update.
-        learn_prior: update pi from the E-step posteriors (False keeps it uniform).
+        learn_prior: update pi from the E-step posteriors (False keeps it uniform;
+            always False for variant "authors-code").
+        variant: "paper" or "authors-code" (see the module docstring).
         architecture, seed: see `ClusterModel`.
     """
 
     zoo_name = "ganem"
+    VARIANTS = ("paper", "authors-code")
 
     def __init__(
         self,
@@ -53,6 +62,7 @@ class GANEM(ClusterModel):
         logit_clip=10.0,
         e_batch_size=64,
         learn_prior=True,
+        variant="paper",
         architecture="auto",
         seed=0,
         **kwargs,
@@ -60,15 +70,20 @@ class GANEM(ClusterModel):
         super().__init__(data_shape, num_clusters, latent_dim, architecture, seed, **kwargs)
         if generator_loss not in losses.GENERATOR_LOSSES:
             raise ValueError(f"generator_loss must be one of {sorted(losses.GENERATOR_LOSSES)}, got {generator_loss!r}")
+        if variant not in self.VARIANTS:
+            raise ValueError(f"variant must be one of {self.VARIANTS}, got {variant!r}")
+        self.variant = variant
         self.embedding_dim = int(embedding_dim) if embedding_dim else None
         self.generator_loss = generator_loss
         self.logit_clip = float(logit_clip)
         self.e_batch_size = int(e_batch_size)
-        self.learn_prior = bool(learn_prior)
+        self.learn_prior = bool(learn_prior) and variant == "paper"
 
         self.generator = build_generator(self.data_shape, latent_dim, num_clusters, architecture)
-        # D's embedding output is unused; its K logits are the K sigmoid heads.
-        self.discriminator = build_classifier(self.data_shape, num_clusters, None, architecture, name="discriminator")
+        # D's embedding output is unused. Paper: K sigmoid heads; authors' code: a
+        # (K+1)-way softmax whose last class is "fake".
+        d_outputs = num_clusters if variant == "paper" else num_clusters + 1
+        self.discriminator = build_classifier(self.data_shape, d_outputs, None, architecture, name="discriminator")
         self.enet = build_classifier(self.data_shape, num_clusters, self.embedding_dim, architecture, name="enet")
         self.prior = self.add_weight(
             shape=(num_clusters,),
@@ -86,6 +101,7 @@ class GANEM(ClusterModel):
             logit_clip=self.logit_clip,
             e_batch_size=self.e_batch_size,
             learn_prior=self.learn_prior,
+            variant=self.variant,
         )
         return config
 
@@ -120,27 +136,33 @@ class GANEM(ClusterModel):
         batch = tf.shape(x)[0]
         step = tf.identity(self.d_optimizer.iterations)
 
-        # Phase 1: discriminator. Real x counts for head i with weight w_i(x);
-        # fakes of every cluster are fake for every head.
+        # Phase 1: discriminator. Paper: real x counts for head i with weight w_i(x)
+        # and fakes of every cluster are fake for every head. Authors' code: real x
+        # is classified as w(x), fakes as the fake class.
         c = self.draw_clusters(batch, self.step_seed(step, 0))
         z = self.draw_noise(batch, self.step_seed(step, 1))
         fake = self.generator([z, tf.one_hot(c, self.num_clusters)], training=True)
         with tf.GradientTape() as tape:
             real_logits, _ = self.discriminator(x, training=True)
             fake_logits, _ = self.discriminator(fake, training=True)
-            d_real, d_fake = losses.multihead_discriminator_loss(real_logits, w, fake_logits)
+            d_loss_fn = (losses.multihead_discriminator_loss if self.variant == "paper"
+                         else losses.fake_class_discriminator_loss)
+            d_real, d_fake = d_loss_fn(real_logits, w, fake_logits)
             d_loss = losses.replica_mean(d_real + d_fake)
         grads = tape.gradient(d_loss, self.discriminator.trainable_variables)
         self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
 
-        # Phase 2: generator. G(., c) should be taken for real by head c.
+        # Phase 2: generator. G(., c) should be taken for real by head c (paper), or
+        # be classified as class c (authors' code).
         c = self.draw_clusters(batch, self.step_seed(step, 2))
         z = self.draw_noise(batch, self.step_seed(step, 3))
         with tf.GradientTape() as tape:
             fake = self.generator([z, tf.one_hot(c, self.num_clusters)], training=True)
             fake_logits, _ = self.discriminator(fake, training=True)
             head_logit = tf.gather(fake_logits, c, axis=1, batch_dims=1)
-            if self.generator_loss == "mle":
+            if self.variant == "authors-code":
+                g_per_example = losses.sparse_cross_entropy(c, fake_logits)
+            elif self.generator_loss == "mle":
                 g_per_example = losses.mle_generator_loss(head_logit, self.logit_clip)
             else:
                 g_per_example = losses.nonsaturating_generator_loss(head_logit)
@@ -153,17 +175,21 @@ class GANEM(ClusterModel):
             "d_loss": tf.reduce_mean(d_real + d_fake),
             "d_real": tf.reduce_mean(d_real),
             "g_loss": tf.reduce_mean(g_per_example),
-            "d_fake_prob": tf.reduce_mean(tf.sigmoid(head_logit)),
+            "d_fake_logit": tf.reduce_mean(head_logit),
         }
 
     # -- E-step ---------------------------------------------------------------------
     def enet_train_step(self):
-        """One E-net update on a batch of generated samples with c ~ pi."""
+        """One E-net update on a batch of generated samples with c ~ pi (paper) or
+        class-balanced c (authors' code)."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         batch = max(self.e_batch_size // replicas, 1)
         step = tf.identity(self.e_optimizer.iterations)
 
-        c = self.draw_clusters(batch, self.step_seed(step, 4), prior=tf.convert_to_tensor(self.prior))
+        if self.variant == "paper":
+            c = self.draw_clusters(batch, self.step_seed(step, 4), prior=tf.convert_to_tensor(self.prior))
+        else:
+            c = self.draw_balanced_clusters(batch, self.step_seed(step, 4))
         z = self.draw_noise(batch, self.step_seed(step, 5))
         fake = self.generator([z, tf.one_hot(c, self.num_clusters)], training=False)
         with tf.GradientTape() as tape:

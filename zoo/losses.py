@@ -28,6 +28,19 @@ def multihead_discriminator_loss(real_logits, real_weights, fake_logits):
     return real, fake
 
 
+def fake_class_discriminator_loss(real_logits, real_weights, fake_logits):
+    """The GAN-EM authors' code: D is a (K+1)-way softmax whose last class is "fake".
+
+    Real x is pushed towards the soft labels [w(x), 0], every fake towards class K.
+    Returns (real part [B], fake part [B]).
+    """
+    fake_class = tf.shape(fake_logits)[-1] - 1
+    real_targets = tf.pad(real_weights, [[0, 0], [0, 1]])
+    real = soft_cross_entropy(real_targets, real_logits)
+    fake = sparse_cross_entropy(tf.fill(tf.shape(fake_logits)[:1], fake_class), fake_logits)
+    return real, fake
+
+
 def mle_generator_loss(logits, logit_clip=10.0):
     """GAN-EM's generator loss: -1/2 exp(logit D_c(G(z, c))).
 
