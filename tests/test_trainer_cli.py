@@ -68,7 +68,6 @@ def test_help_lists_the_shared_flags_with_defaults():
     (["--clusters", "1"], "--clusters must be at least 2"),
     (["--clusters", "5000"], "exceeds the number of samples"),
     (["--dataset", "no-such-dataset"], "no-such-dataset"),
-    (["--labels", "100"], "--labels"),
     (["--m-steps", "0"], "--m-steps must be positive"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, expected):

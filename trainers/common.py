@@ -236,6 +236,8 @@ def format_metrics(report):
     if "acc" not in report:
         return "no labels: cluster sizes " + str(report["cluster_sizes"])
     text = f"ACC {report['acc']:.4f}  NMI {report['nmi']:.4f}  ARI {report['ari']:.4f}  purity {report['purity']:.4f}"
+    if "test_error" in report:
+        text = f"test error {100 * report['test_error']:.2f}% ({report['labels']} labels)  " + text
     if not report.get("acc_meaningful", True):
         text += f"  many-to-one ACC {report['many_to_one_acc']:.4f} (K > classes: Hungarian ACC is not meaningful)"
     return text

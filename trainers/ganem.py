@@ -35,9 +35,10 @@ def build_parser():
                        help="mle: the paper's -1/2 exp(logit D_c); nonsaturating: -log D_c")
     group.add_argument("--logit-clip", type=float, default=10.0, help="upper clip of the logit in the MLE loss")
     group.add_argument("--latent-dim", type=int, default=62, help="size of the noise z ~ N(0, I)")
-    group.add_argument("--embedding-dim", type=int, default=0,
-                       help="width of an extra E-net layer before its output (0 = none; the E-net trunk "
-                            "features are the embedding)")
+    group.add_argument("--embedding-dim", type=int, default=None,
+                       help="width d of an extra E-net layer before its output, whose activations are the "
+                            "exported embedding (dimensionality reduction; d = 2 also plots them); without it "
+                            "the E-net trunk features are the embedding")
     group.add_argument("--variant", choices=["paper", "authors-code"], default="paper",
                        help="paper: K sigmoid heads, MLE generator loss, c ~ pi in the E-step, learned pi; "
                             "authors-code: (K+1)-way softmax D with a fake class, cross-entropy G loss, "
@@ -55,17 +56,25 @@ def validate(args, dataset):
     for flag in ("em_iterations", "m_steps", "e_steps", "e_batch_size", "latent_dim"):
         if getattr(args, flag) < 1:
             raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
-    if args.embedding_dim < 0:
-        raise common.UsageError(f"--embedding-dim must be >= 0 (got {args.embedding_dim})")
-    if args.labels:
-        raise common.UsageError("--labels: semi-supervised GAN-EM is not supported yet (use --labels 0)")
+    if args.embedding_dim is not None and args.embedding_dim < 1:
+        raise common.UsageError(f"--embedding-dim must be at least 1 (got {args.embedding_dim})")
     common.zoo_data.check_num_clusters(args.clusters, len(dataset))
+    if args.labels:
+        if dataset.y is None:
+            raise common.UsageError(f"--labels {args.labels}: dataset {dataset.name} has no labels")
+        if args.labels >= len(dataset):
+            raise common.UsageError(f"--labels {args.labels} leaves no unlabelled examples in {dataset.name} "
+                                    f"({len(dataset)} samples)")
+        if args.clusters != dataset.num_classes:
+            raise common.UsageError(f"--labels needs --clusters equal to the number of classes "
+                                    f"({dataset.num_classes}), got {args.clusters}")
     if args.batch_size > len(dataset):
         raise common.UsageError(f"--batch-size {args.batch_size} exceeds the number of samples ({len(dataset)})")
 
 
 def initial_soft_labels(args, x):
-    """w of the first M-step: uniform, one-hot k-means labels, or GMM-on-PCA posteriors."""
+    """w of the first M-step: uniform, one-hot k-means labels, or GMM-on-PCA posteriors
+    (labelled examples are then set to their one-hot labels)."""
     from zoo import baselines
 
     n, k = len(x), args.clusters
@@ -108,8 +117,19 @@ def main(argv=None):
             d_optimizer=keras.optimizers.Adam(args.lr_d, beta_1=0.5),
             e_optimizer=keras.optimizers.Adam(args.lr_e, beta_1=0.5),
         )
+    # Semi-supervised: a class-balanced labelled subset, chosen with the seed; those
+    # examples keep w = onehot(y) and feed the E-step's supervised term.
+    labelled = (common.zoo_data.labeled_subset(y, args.labels, dataset.num_classes, args.seed)
+                if args.labels else np.zeros(0, np.int64))
+    unlabelled = np.setdiff1d(np.arange(len(x)), labelled)
+
+    def with_known_labels(w):
+        w = np.array(w, np.float32)
+        w[labelled] = np.eye(k, dtype=np.float32)[y[labelled]]
+        return w
+
     global_step = tf.Variable(0, dtype=tf.int64, name="global_step")
-    soft_labels = tf.Variable(initial_soft_labels(args, x), name="soft_labels")
+    soft_labels = tf.Variable(with_known_labels(initial_soft_labels(args, x)), name="soft_labels")
     checkpoints = common.Checkpoints(
         run_dir, global_step, model=model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer,
         e_optimizer=model.e_optimizer, soft_labels=soft_labels,
@@ -120,6 +140,9 @@ def main(argv=None):
 
     m_step = common.replicated_step(strategy, model.train_step)
     e_step = common.replicated_step(strategy, model.enet_train_step)
+    labelled_batches = (common.distributed_batches(strategy, (x[labelled], y[labelled]),
+                                                   min(args.batch_size, args.labels), args.seed)
+                        if args.labels else None)
     posterior = tf.function(model.cluster_probs, reduce_retracing=True)
 
     per_iteration = args.m_steps + args.e_steps
@@ -128,8 +151,14 @@ def main(argv=None):
     writer = tf.summary.create_file_writer(str(run_dir / "logs")) if chief else tf.summary.create_noop_writer()
 
     def evaluate(step):
+        """Posteriors of all real data; metrics on the examples not used as labels."""
         probs = common.predict_in_batches(posterior, x)
-        report = common.clustering_metrics(y, probs.argmax(1), k)
+        predictions = probs.argmax(1)
+        report = common.clustering_metrics(None if y is None else y[unlabelled], predictions[unlabelled], k)
+        if args.labels:
+            # Labelled data pin cluster c to class c: the error needs no matching.
+            report["test_error"] = float(np.mean(predictions[unlabelled] != y[unlabelled]))
+            report["labels"] = args.labels
         with writer.as_default(step=step):
             for name, value in report.items():
                 if isinstance(value, float):
@@ -153,7 +182,7 @@ def main(argv=None):
                     iterator_of = iteration
                 values, phase = m_step(iterator), "m"
             else:
-                values, phase = e_step(), "e"
+                values, phase = e_step(labelled_batches), "e"
             values = {name: float(v) for name, v in values.items()}
             timings[phase].append(time.perf_counter() - tick)
             global_step.assign_add(1)
@@ -167,8 +196,8 @@ def main(argv=None):
             if offset == per_iteration - 1:
                 # Between E- and M-step: new soft labels w(x) = E(x) and prior pi = mean w.
                 probs, report = evaluate(step)
-                soft_labels.assign(probs)
-                model.update_prior(probs)
+                soft_labels.assign(with_known_labels(probs))
+                model.update_prior(soft_labels.numpy())
                 report.update(em_iteration=iteration + 1, step=step, prior=model.prior.numpy().round(4).tolist(),
                               posterior_confidence=float(probs.max(1).mean()),
                               e_acc_fake=values.get("e_acc_fake"))
@@ -210,8 +239,15 @@ def main(argv=None):
         with writer.as_default(step=step):
             tf.summary.image("samples", plots.grid_image(samples)[None])
     if y is not None:
-        plots.confusion_png(y, predictions, k, run_dir / "confusion.png",
+        plots.confusion_png(y[unlabelled], predictions[unlabelled], k, run_dir / "confusion.png",
                             title=f"GAN-EM on {dataset.name}: ACC {report['acc']:.3f}")
+    if model.embedding_dim == 2:
+        embedding = common.predict_in_batches(tf.function(model.embed, reduce_retracing=True), x)
+        plots.scatter_png(embedding, predictions, run_dir / "embedding_by_cluster.png",
+                          title="E-net embedding (d = 2) by cluster", legend_title="cluster")
+        if y is not None:
+            plots.scatter_png(embedding, y, run_dir / "embedding_by_label.png",
+                              title="E-net embedding (d = 2) by true label", legend_title="label")
     writer.flush()
 
     results = {

@@ -7,8 +7,9 @@ Zhao et al., "GAN-EM: GAN based EM learning framework" (DESIGN.md 3.1).
   the soft label w_i(x) that the last E-step gave it; every fake is fake for every
   head. G(., c) is trained to be taken for real by head c.
 * E-step (`enet_train_step`): the E-net learns to tell which cluster c a *generated*
-  sample came from, with c drawn from the mixing prior pi. It never sees real data
-  (except labelled data in the semi-supervised setting).
+  sample came from, with c drawn from the mixing prior pi. It never sees real data,
+  except labelled data in the semi-supervised setting, where every E-step update
+  adds the cross-entropy of a labelled batch (and labelled x keep w = onehot(y)).
 * Between the two (`update_prior`, driven by the trainer): w(x) = E(x) for all real
   x, and pi = mean of w.
 
@@ -179,9 +180,10 @@ class GANEM(ClusterModel):
         }
 
     # -- E-step ---------------------------------------------------------------------
-    def enet_train_step(self):
+    def enet_train_step(self, labelled=None):
         """One E-net update on a batch of generated samples with c ~ pi (paper) or
-        class-balanced c (authors' code)."""
+        class-balanced c (authors' code); with `labelled` = (x_l, y_l), the
+        semi-supervised cross-entropy on labelled real data is added."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         batch = max(self.e_batch_size // replicas, 1)
         step = tf.identity(self.e_optimizer.iterations)
@@ -196,11 +198,19 @@ class GANEM(ClusterModel):
             logits, _ = self.enet(fake, training=True)
             e_per_example = losses.sparse_cross_entropy(c, logits)
             e_loss = losses.replica_mean(e_per_example)
+            if labelled is not None:
+                x_l, y_l = labelled
+                labelled_logits, _ = self.enet(x_l, training=True)
+                labelled_per_example = losses.sparse_cross_entropy(y_l, labelled_logits)
+                e_loss += losses.replica_mean(labelled_per_example)
         grads = tape.gradient(e_loss, self.enet.trainable_variables)
         self.e_optimizer.apply_gradients(zip(grads, self.enet.trainable_variables))
 
         hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), c), tf.float32)
-        return {"e_loss": tf.reduce_mean(e_per_example), "e_acc_fake": tf.reduce_mean(hits)}
+        out = {"e_loss": tf.reduce_mean(e_per_example), "e_acc_fake": tf.reduce_mean(hits)}
+        if labelled is not None:
+            out["e_loss_labelled"] = tf.reduce_mean(labelled_per_example)
+        return out
 
     # -- between E and M ------------------------------------------------------------
     def update_prior(self, soft_labels):

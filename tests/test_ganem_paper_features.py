@@ -1,0 +1,74 @@
+"""GAN-EM beyond plain clustering: semi-supervised labels, the learned prior on
+unbalanced data, dimensionality reduction, networks by input shape."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from test_trainer_cli import SMALL, run_trainer
+from zoo.data import load_dataset
+from zoo.ganem import GANEM
+
+
+@pytest.mark.parametrize("shape, side", [((32, 32, 3), 32), ((64, 64, 3), 64), ((100,), None), ((8, 8, 1), None)])
+def test_networks_follow_the_input_shape(shape, side):
+    model = GANEM(shape, 4, latent_dim=8)
+    assert model.generator.output_shape[1:] == shape
+    assert model.cluster_probs(tf.zeros((2, *shape))).shape == (2, 4)
+    convolutional = any("Conv" in type(layer).__name__ for layer in model.generator.layers)
+    assert convolutional == (side is not None)
+
+
+def test_semi_supervised_run_reports_test_error_on_unlabelled_examples(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_trainer(*SMALL, "--labels", "50", "--max-steps", "12", "--run-dir", str(run_dir), "--no-export")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["labels"] == 50 and 0.0 <= metrics["test_error"] <= 1.0
+    # Metrics are computed on the 1,797 - 50 examples not used as labels.
+    assert sum(metrics["cluster_sizes"]) == 1797 - 50
+    assert "test error" in result.stdout
+
+
+def test_learned_prior_moves_towards_unbalanced_proportions(tmp_path):
+    data = load_dataset("synthetic:clusters=2,samples=2000,dim=10", seed=0)
+    keep = np.concatenate([np.flatnonzero(data.y == 0)[:800], np.flatnonzero(data.y == 1)[:200]])
+    np.savez(tmp_path / "unbalanced.npz", x=data.x[keep], y=data.y[keep])
+    common = ["--dataset", str(tmp_path / "unbalanced.npz"), "--clusters", "2", "--init", "kmeans",
+              "--em-iterations", "2", "--m-steps", "60", "--e-steps", "60", "--lr-e", "1e-3", "--quiet", "--no-export"]
+    learned = run_trainer(*common, "--run-dir", str(tmp_path / "learned"))
+    fixed = run_trainer(*common, "--fixed-prior", "--run-dir", str(tmp_path / "fixed"))
+    assert learned.returncode == 0 and fixed.returncode == 0, learned.stderr[-2000:] + fixed.stderr[-2000:]
+    prior = sorted(json.loads((tmp_path / "learned" / "metrics.json").read_text())["prior"])
+    assert prior[1] > 0.7, prior  # true proportions 0.8 / 0.2, start 0.5 / 0.5
+    assert json.loads((tmp_path / "fixed" / "metrics.json").read_text())["prior"] == [0.5, 0.5]
+
+
+def test_embedding_dim_2_exports_embedding_and_plots(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_trainer(*SMALL, "--embedding-dim", "2", "--max-steps", "6", "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("embedding_by_cluster.png", "embedding_by_label.png"):
+        assert (run_dir / name).stat().st_size > 0
+    enet = tf.saved_model.load(str(run_dir / "export" / "ganem_enet" / "1")).signatures["serving_default"]
+    assert enet(images=tf.zeros((3, 8, 8, 1)))["embedding"].shape == (3, 2)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--labels", "1797"], "--labels 1797"),
+    (["--labels", "50", "--clusters", "5"], "--clusters equal to the number of classes"),
+    (["--embedding-dim", "0"], "--embedding-dim must be at least 1"),
+])
+def test_bad_paper_options_are_one_line_errors(tmp_path, args, expected):
+    result = run_trainer(*SMALL, "--run-dir", str(tmp_path / "run"), *args)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and expected in lines[0], result.stderr
+
+
+def test_labels_on_unlabelled_data_is_a_one_line_error(tmp_path):
+    np.savez(tmp_path / "nolabels.npz", x=np.random.default_rng(0).uniform(size=(50, 8, 8, 1)).astype(np.float32))
+    result = run_trainer("--dataset", str(tmp_path / "nolabels.npz"), "--labels", "10", "--run-dir",
+                         str(tmp_path / "run"))
+    assert result.returncode == 2 and "has no labels" in result.stderr
