@@ -99,3 +99,31 @@ def test_reexport_adds_a_version_and_never_overwrites(exported):
     with pytest.raises(FileExistsError):
         export_servables(model, base, version=1)
     assert (base / "models.config").read_text().count("config {") == 2
+
+
+def test_export_command_rebuilds_a_checkpointed_run(tmp_path):
+    import subprocess
+    import sys
+
+    from test_trainer_cli import SMALL, run_trainer
+
+    run_dir = tmp_path / "run"
+    assert run_trainer(*SMALL, "--max-steps", "6", "--run-dir", str(run_dir), "--no-export").returncode == 0
+    out = tmp_path / "served"
+    result = subprocess.run([sys.executable, "-m", "export", "--run", str(run_dir), "--out", str(out), "--hub"],
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "ganem_enet" / "1" / "saved_model.pb").exists() and (out / "ganem.tar.gz").stat().st_size > 0
+    info = json.loads((out / "ganem_enet" / "1" / "assets.extra" / "zoo.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert info["metrics"]["acc"] == metrics["acc"] and info["dataset"] == "digits"
+    # The exported E-net reproduces the run's clustering of its data.
+    from zoo.data import load_dataset
+
+    x = load_dataset("digits").x
+    enet = tf.saved_model.load(str(out / "ganem_enet" / "1")).signatures["serving_default"]
+    clusters = enet(images=tf.constant(x))["cluster"].numpy()
+    assert np.bincount(clusters, minlength=10).tolist() == metrics["cluster_sizes"]
+    bad = subprocess.run([sys.executable, "-m", "export", "--run", str(tmp_path), "--out", str(out)],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "not a run directory" in bad.stderr

@@ -128,6 +128,10 @@ def main(argv=None):
         w[labelled] = np.eye(k, dtype=np.float32)[y[labelled]]
         return w
 
+    if chief and not args.resume:
+        from zoo import registry
+
+        common.write_json(run_dir / "model.json", registry.describe(model))
     global_step = tf.Variable(0, dtype=tf.int64, name="global_step")
     soft_labels = tf.Variable(with_known_labels(initial_soft_labels(args, x)), name="soft_labels")
     checkpoints = common.Checkpoints(
