@@ -247,11 +247,11 @@ def write_json(path, payload):
     """Writes JSON atomically (temporary file, then rename)."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=json_default) + "\n")
     os.replace(tmp, path)
 
 
-def _json_default(value):
+def json_default(value):
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating,)):

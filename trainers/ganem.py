@@ -10,6 +10,7 @@ Every optimizer update counts as one step: a run has
 em_iterations * (m_steps + e_steps) steps unless `--max-steps` stops it sooner.
 """
 
+import json
 import sys
 import time
 
@@ -171,7 +172,7 @@ def main(argv=None):
 
     # -- the EM loop ---------------------------------------------------------------------
     progress = common.Progress(limit, int(global_step.numpy()), quiet=args.quiet)
-    history, timings = [], {"m": [], "e": []}
+    timings = {"m": [], "e": []}
     iterator, iterator_of = None, None
     started = time.time()
     try:
@@ -205,7 +206,9 @@ def main(argv=None):
                 report.update(em_iteration=iteration + 1, step=step, prior=model.prior.numpy().round(4).tolist(),
                               posterior_confidence=float(probs.max(1).mean()),
                               e_acc_fake=values.get("e_acc_fake"))
-                history.append(report)
+                if chief:  # one line per EM iteration, kept across --resume
+                    with open(run_dir / "history.jsonl", "a") as f:
+                        f.write(json.dumps(report, default=common.json_default) + "\n")
                 progress.write(f"EM iteration {iteration + 1}/{args.em_iterations}: {common.format_metrics(report)}  "
                                f"(E-net: {report['e_acc_fake']:.2f} acc on fakes, {report['posterior_confidence']:.2f} "
                                "mean confidence on real data)")
@@ -254,6 +257,10 @@ def main(argv=None):
                               title="E-net embedding (d = 2) by true label", legend_title="label")
     writer.flush()
 
+    history_path = run_dir / "history.jsonl"
+    lines = history_path.read_text().splitlines() if history_path.exists() else []
+    # An iteration repeated after a kill between its log line and its checkpoint: keep the last.
+    history = list({h["em_iteration"]: h for h in map(json.loads, lines)}.values())
     results = {
         **report,
         "model": "ganem",
