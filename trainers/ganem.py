@@ -10,7 +10,6 @@ Every optimizer update counts as one step: a run has
 em_iterations * (m_steps + e_steps) steps unless `--max-steps` stops it sooner.
 """
 
-import json
 import sys
 import time
 
@@ -95,21 +94,17 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
+    from trainers.run import Run
     from zoo.ganem import GANEM
 
     keras.utils.set_random_seed(args.seed)
-    strategy = common.make_strategy(args.strategy)
-    chief = common.is_chief(strategy)
-    run_dir = args.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if chief and not args.resume:
-        common.write_json(run_dir / "config.json", {k: v for k, v in vars(args).items() if k != "run_dir"})
+    run = Run(args, "ganem", dataset)
+    x, y, k = dataset.x, dataset.y, args.clusters
 
     # -- model, optimizers, EM state ---------------------------------------------------
-    x, y, k = dataset.x, dataset.y, args.clusters
-    with strategy.scope():
+    with run.strategy.scope():
         model = GANEM(
-            dataset.input_shape, k, latent_dim=args.latent_dim, embedding_dim=args.embedding_dim or None,
+            dataset.input_shape, k, latent_dim=args.latent_dim, embedding_dim=args.embedding_dim,
             generator_loss=args.generator_loss, logit_clip=args.logit_clip, e_batch_size=args.e_batch_size,
             learn_prior=not args.fixed_prior, variant=args.variant, architecture=args.architecture, seed=args.seed,
         )
@@ -129,168 +124,66 @@ def main(argv=None):
         w[labelled] = np.eye(k, dtype=np.float32)[y[labelled]]
         return w
 
-    if chief and not args.resume:
-        from zoo import registry
-
-        common.write_json(run_dir / "model.json", registry.describe(model))
-    global_step = tf.Variable(0, dtype=tf.int64, name="global_step")
     soft_labels = tf.Variable(with_known_labels(initial_soft_labels(args, x)), name="soft_labels")
-    checkpoints = common.Checkpoints(
-        run_dir, global_step, model=model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer,
-        e_optimizer=model.e_optimizer, soft_labels=soft_labels,
-    )
-    if args.resume:
-        path = checkpoints.restore_latest()
-        print(f"resumed from {path} at step {int(global_step.numpy())}", file=sys.stderr)
+    run.track(model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer,
+              e_optimizer=model.e_optimizer, soft_labels=soft_labels)
 
-    m_step = common.replicated_step(strategy, model.train_step)
-    e_step = common.replicated_step(strategy, model.enet_train_step)
-    labelled_batches = (common.distributed_batches(strategy, (x[labelled], y[labelled]),
+    m_step = common.replicated_step(run.strategy, model.train_step)
+    e_step = common.replicated_step(run.strategy, model.enet_train_step)
+    labelled_batches = (common.distributed_batches(run.strategy, (x[labelled], y[labelled]),
                                                    min(args.batch_size, args.labels), args.seed)
                         if args.labels else None)
-    posterior = tf.function(model.cluster_probs, reduce_retracing=True)
 
+    def evaluate(probs):
+        """Metrics on the examples not used as labels."""
+        report = run.evaluate(probs, unlabelled)
+        if args.labels:
+            # Labelled data pin cluster c to class c: the error needs no matching.
+            report["test_error"] = float(np.mean(probs.argmax(1)[unlabelled] != y[unlabelled]))
+            report["labels"] = args.labels
+        return report
+
+    # -- the EM loop ---------------------------------------------------------------------
     per_iteration = args.m_steps + args.e_steps
     total = args.em_iterations * per_iteration
     limit = total if args.max_steps is None else min(total, args.max_steps)
-    writer = tf.summary.create_file_writer(str(run_dir / "logs")) if chief else tf.summary.create_noop_writer()
-
-    def evaluate(step):
-        """Posteriors of all real data; metrics on the examples not used as labels."""
-        probs = common.predict_in_batches(posterior, x)
-        predictions = probs.argmax(1)
-        report = common.clustering_metrics(None if y is None else y[unlabelled], predictions[unlabelled], k)
-        if args.labels:
-            # Labelled data pin cluster c to class c: the error needs no matching.
-            report["test_error"] = float(np.mean(predictions[unlabelled] != y[unlabelled]))
-            report["labels"] = args.labels
-        with writer.as_default(step=step):
-            for name, value in report.items():
-                if isinstance(value, float):
-                    tf.summary.scalar(f"eval/{name}", value)
-        return probs, report
-
-    # -- the EM loop ---------------------------------------------------------------------
-    progress = common.Progress(limit, int(global_step.numpy()), quiet=args.quiet)
-    timings = {"m": [], "e": []}
+    run.progress(limit)
     iterator, iterator_of = None, None
-    started = time.time()
     try:
-        while int(global_step.numpy()) < limit:
-            step = int(global_step.numpy())
-            iteration, offset = divmod(step, per_iteration)
+        while run.step < limit:
+            iteration, offset = divmod(run.step, per_iteration)
             tick = time.perf_counter()
             if offset < args.m_steps:
                 if iterator_of != iteration:  # soft labels changed: a fresh pass over (x, w)
                     iterator = common.distributed_batches(
-                        strategy, (x, soft_labels.numpy()), args.batch_size, args.seed + iteration)
+                        run.strategy, (x, soft_labels.numpy()), args.batch_size, args.seed + iteration)
                     iterator_of = iteration
                 values, phase = m_step(iterator), "m"
             else:
                 values, phase = e_step(labelled_batches), "e"
-            values = {name: float(v) for name, v in values.items()}
-            timings[phase].append(time.perf_counter() - tick)
-            global_step.assign_add(1)
-            step += 1
-            progress.update(f"EM {iteration + 1}/{args.em_iterations} {phase.upper()}-step", values)
-            if step % args.log_every == 0:
-                with writer.as_default(step=step):
-                    for name, value in values.items():
-                        tf.summary.scalar(f"train/{name}", value)
+            values = run.step_done(phase, f"EM {iteration + 1}/{args.em_iterations} {phase.upper()}-step",
+                                   values, time.perf_counter() - tick)
 
             if offset == per_iteration - 1:
                 # Between E- and M-step: new soft labels w(x) = E(x) and prior pi = mean w.
-                probs, report = evaluate(step)
+                probs = run.posteriors()
                 soft_labels.assign(with_known_labels(probs))
                 model.update_prior(soft_labels.numpy())
-                report.update(em_iteration=iteration + 1, step=step, prior=model.prior.numpy().round(4).tolist(),
-                              posterior_confidence=float(probs.max(1).mean()),
-                              e_acc_fake=values.get("e_acc_fake"))
-                if chief:  # one line per EM iteration, kept across --resume
-                    with open(run_dir / "history.jsonl", "a") as f:
-                        f.write(json.dumps(report, default=common.json_default) + "\n")
-                progress.write(f"EM iteration {iteration + 1}/{args.em_iterations}: {common.format_metrics(report)}  "
-                               f"(E-net: {report['e_acc_fake']:.2f} acc on fakes, {report['posterior_confidence']:.2f} "
-                               "mean confidence on real data)")
-                if chief:
-                    checkpoints.save()
-            elif step % args.checkpoint_every == 0 and chief:
-                checkpoints.save()
+                report = evaluate(probs)
+                report.update(em_iteration=iteration + 1, step=run.step, prior=model.prior.numpy().round(4).tolist(),
+                              posterior_confidence=float(probs.max(1).mean()), e_acc_fake=values["e_acc_fake"])
+                run.log_iteration(report, f"EM iteration {iteration + 1}/{args.em_iterations}: "
+                                          f"{common.format_metrics(report)}  (E-net: {report['e_acc_fake']:.2f} acc "
+                                          f"on fakes, {report['posterior_confidence']:.2f} mean confidence on real data)")
+                run.save()
     except KeyboardInterrupt:
-        progress.close()
-        if chief:
-            checkpoints.save()
-        print(f"\ninterrupted at step {int(global_step.numpy())}; continue with: "
-              f"python -m trainers.ganem --resume --run-dir {run_dir}", file=sys.stderr)
-        return 130
-    progress.close()
-    wall = time.time() - started
+        return run.interrupted()
 
     # -- final evaluation, figures, export -------------------------------------------------
-    step = int(global_step.numpy())
-    if chief:
-        checkpoints.save()
-    probs, report = evaluate(step)
-    predictions = probs.argmax(1)
-    print(f"GAN-EM on {dataset.name}, K={k}, {step} steps: {common.format_metrics(report)}")
-    if not chief:
-        return 0
-
-    from trainers import plots
-
-    if dataset.kind == "image":
-        samples = np.stack([
-            model.generate(model.sample_latent(10, seed=args.seed), tf.fill([10], c)).numpy() for c in range(k)
-        ])
-        plots.sample_grid(samples, run_dir / "samples.png", title=f"GAN-EM samples (row = cluster), step {step}")
-        with writer.as_default(step=step):
-            tf.summary.image("samples", plots.grid_image(samples)[None])
-    if y is not None:
-        plots.confusion_png(y[unlabelled], predictions[unlabelled], k, run_dir / "confusion.png",
-                            title=f"GAN-EM on {dataset.name}: ACC {report['acc']:.3f}")
-    if model.embedding_dim == 2:
-        embedding = common.predict_in_batches(tf.function(model.embed, reduce_retracing=True), x)
-        plots.scatter_png(embedding, predictions, run_dir / "embedding_by_cluster.png",
-                          title="E-net embedding (d = 2) by cluster", legend_title="cluster")
-        if y is not None:
-            plots.scatter_png(embedding, y, run_dir / "embedding_by_label.png",
-                              title="E-net embedding (d = 2) by true label", legend_title="label")
-    writer.flush()
-
-    history_path = run_dir / "history.jsonl"
-    lines = history_path.read_text().splitlines() if history_path.exists() else []
-    # An iteration repeated after a kill between its log line and its checkpoint: keep the last.
-    history = list({h["em_iteration"]: h for h in map(json.loads, lines)}.values())
-    results = {
-        **report,
-        "model": "ganem",
-        "dataset": dataset.name,
-        "samples": len(x),
-        "steps": step,
-        "em_iterations_done": len(history),
-        "wall_seconds": round(wall, 2),
-        "ms_per_m_step": _mean_ms(timings["m"]),
-        "ms_per_e_step": _mean_ms(timings["e"]),
-        "replicas": strategy.num_replicas_in_sync,
-        "prior": model.prior.numpy().round(4).tolist(),
-        "history": history,
-        "seed": args.seed,
-    }
-    if not args.no_export:
-        from export import export_servables
-
-        metadata = {"dataset": dataset.name, "metrics": {k_: v for k_, v in report.items() if k_ != "cluster_sizes"}}
-        results["export"] = {name: str(path) for name, path in
-                             export_servables(model, run_dir / "export", metadata=metadata).items()}
-    common.write_json(run_dir / "metrics.json", results)
-    print(f"run directory: {run_dir}")
+    history = run.history("em_iteration")
+    run.finish(evaluate(run.posteriors()), "GAN-EM", subset=unlabelled, em_iterations_done=len(history),
+               prior=model.prior.numpy().round(4).tolist(), history=history)
     return 0
-
-
-def _mean_ms(durations):
-    """Mean step time in ms, leaving out the first steps (tracing and warm-up)."""
-    steady = durations[3:] or durations
-    return round(1000 * float(np.mean(steady)), 2) if steady else None
 
 
 if __name__ == "__main__":

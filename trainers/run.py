@@ -1,0 +1,183 @@
+"""One training run, the same for every model: strategy, run directory, TensorBoard,
+checkpoints and the end-of-run outputs (figures, metrics.json, SavedModels).
+
+A trainer builds its model inside `run.strategy.scope()`, hands it to `run.track`,
+drives its own schedule with `run.step_done` after every optimizer update, and ends
+with `run.finish`.
+"""
+
+import json
+import sys
+import time
+
+import numpy as np
+
+from trainers import common
+
+
+class Run:
+    def __init__(self, args, model_name, dataset):
+        import tensorflow as tf
+
+        self.args, self.model_name, self.dataset = args, model_name, dataset
+        self.strategy = common.make_strategy(args.strategy)
+        self.chief = common.is_chief(self.strategy)
+        self.dir = args.run_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.chief and not args.resume:
+            common.write_json(self.dir / "config.json", {k: v for k, v in vars(args).items() if k != "run_dir"})
+        self.writer = (tf.summary.create_file_writer(str(self.dir / "logs")) if self.chief
+                       else tf.summary.create_noop_writer())
+        self.global_step = tf.Variable(0, dtype=tf.int64, name="global_step")
+        self.timings = {}
+        self.started = time.time()
+
+    # -- state -------------------------------------------------------------------------
+    def track(self, model, **trackables):
+        """Checkpoints `model`, its optimizers and any trainer state; restores it with --resume."""
+        from zoo import registry
+
+        self.model = model
+        self._posterior = None
+        if self.chief and not self.args.resume:
+            common.write_json(self.dir / "model.json", registry.describe(model))
+        self.checkpoints = common.Checkpoints(self.dir, self.global_step, model=model, **trackables)
+        if self.args.resume:
+            path = self.checkpoints.restore_latest()
+            print(f"resumed from {path} at step {self.step}", file=sys.stderr)
+
+    @property
+    def step(self):
+        return int(self.global_step.numpy())
+
+    def save(self):
+        if self.chief and self.step != getattr(self, "_saved_step", None):
+            self.checkpoints.save()
+            self._saved_step = self.step
+
+    # -- the loop ------------------------------------------------------------------------
+    def progress(self, limit):
+        self._progress = common.Progress(limit, self.step, quiet=self.args.quiet)
+        return self._progress
+
+    def step_done(self, phase, description, values, seconds):
+        """Books one optimizer update: step counter, timings, progress, logs, periodic checkpoint."""
+        values = {name: float(v) for name, v in values.items()}
+        self.timings.setdefault(phase, []).append(seconds)
+        self.global_step.assign_add(1)
+        step = self.step
+        self._progress.update(description, values)
+        if step % self.args.log_every == 0:
+            self.scalars("train", values, step)
+        if step % self.args.checkpoint_every == 0:
+            self.save()
+        return values
+
+    def scalars(self, prefix, values, step=None):
+        import tensorflow as tf
+
+        with self.writer.as_default(step=self.step if step is None else step):
+            for name, value in values.items():
+                if isinstance(value, float):
+                    tf.summary.scalar(f"{prefix}/{name}", value)
+
+    def interrupted(self):
+        self._progress.close()
+        self.save()
+        print(f"\ninterrupted at step {self.step}; continue with: "
+              f"python -m trainers.{self.model_name} --resume --run-dir {self.dir}", file=sys.stderr)
+        return 130
+
+    # -- evaluation ----------------------------------------------------------------------
+    def posteriors(self):
+        """The model's cluster posteriors of every real sample (numpy [N, K])."""
+        import tensorflow as tf
+
+        if self._posterior is None:
+            self._posterior = tf.function(self.model.cluster_probs, reduce_retracing=True)
+        return common.predict_in_batches(self._posterior, self.dataset.x)
+
+    def evaluate(self, probs, subset=None):
+        """Clustering metrics of argmax `probs` on `subset` (default: all samples)."""
+        y = self.dataset.y
+        subset = np.arange(len(probs)) if subset is None else subset
+        predictions = probs.argmax(1)
+        report = common.clustering_metrics(None if y is None else y[subset], predictions[subset],
+                                           self.model.num_clusters)
+        self.scalars("eval", report)
+        return report
+
+    def log_iteration(self, report, text):
+        """One line per iteration on screen and in history.jsonl (kept across --resume)."""
+        self._progress.write(text)
+        if self.chief:
+            with open(self.dir / "history.jsonl", "a") as f:
+                f.write(json.dumps(report, default=common.json_default) + "\n")
+
+    def history(self, key):
+        path = self.dir / "history.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        # An iteration repeated after a kill between its log line and its checkpoint: keep the last.
+        return list({h[key]: h for h in map(json.loads, lines)}.values())
+
+    # -- the end -------------------------------------------------------------------------
+    def finish(self, report, title, subset=None, **extra):
+        """Final checkpoint, figures, SavedModels and metrics.json; returns the results."""
+        import tensorflow as tf
+
+        from trainers import plots
+
+        self._progress.close()
+        wall = time.time() - self.started
+        self.save()
+        model, data, step = self.model, self.dataset, self.step
+        print(f"{title} on {data.name}, K={model.num_clusters}, {step} steps: {common.format_metrics(report)}")
+        if not self.chief:
+            return report
+        subset = np.arange(len(data)) if subset is None else subset
+        predictions = self.posteriors().argmax(1)
+        if data.kind == "image":
+            noise = model.sample_latent(10, seed=self.args.seed)
+            samples = np.stack([model.generate(noise, tf.fill([10], c)).numpy() for c in range(model.num_clusters)])
+            plots.sample_grid(samples, self.dir / "samples.png", title=f"{title} samples (row = cluster), step {step}")
+            with self.writer.as_default(step=step):
+                tf.summary.image("samples", plots.grid_image(samples)[None])
+        if data.y is not None:
+            plots.confusion_png(data.y[subset], predictions[subset], model.num_clusters, self.dir / "confusion.png",
+                                title=f"{title} on {data.name}: ACC {report['acc']:.3f}")
+        if model.embedding_size == 2:
+            embedding = common.predict_in_batches(tf.function(model.embed, reduce_retracing=True), data.x)
+            plots.scatter_png(embedding, predictions, self.dir / "embedding_by_cluster.png",
+                              title="embedding (d = 2) by cluster", legend_title="cluster")
+            if data.y is not None:
+                plots.scatter_png(embedding, data.y, self.dir / "embedding_by_label.png",
+                                  title="embedding (d = 2) by true label", legend_title="label")
+        self.writer.flush()
+
+        results = {
+            **report,
+            "model": self.model_name,
+            "dataset": data.name,
+            "samples": len(data),
+            "steps": step,
+            "wall_seconds": round(wall, 2),
+            **{f"ms_per_{phase}_step": _mean_ms(times) for phase, times in self.timings.items()},
+            "replicas": self.strategy.num_replicas_in_sync,
+            "seed": self.args.seed,
+            **extra,
+        }
+        if not self.args.no_export:
+            from export import export_servables
+
+            metadata = {"dataset": data.name, "metrics": {k: v for k, v in report.items() if k != "cluster_sizes"}}
+            results["export"] = {name: str(path) for name, path in
+                                 export_servables(model, self.dir / "export", metadata=metadata).items()}
+        common.write_json(self.dir / "metrics.json", results)
+        print(f"run directory: {self.dir}")
+        return results
+
+
+def _mean_ms(durations):
+    """Mean step time in ms, leaving out the first steps (tracing and warm-up)."""
+    steady = durations[3:] or durations
+    return round(1000 * float(np.mean(steady)), 2) if steady else None
