@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-SMALL = ["--dataset", "digits", "--m-steps", "4", "--e-steps", "2", "--em-iterations", "3",
+SMALL = ["--dataset", "digits", "--first-m-steps", "4", "--m-steps", "4", "--e-steps", "2", "--em-iterations", "3",
          "--batch-size", "32", "--quiet"]
 
 

@@ -4,10 +4,13 @@ The EM schedule: every EM iteration runs `--m-steps` M-step updates (D then G, o
 real data weighted by the current soft labels w) and then `--e-steps` E-net updates
 on generated data; then w(x) = E(x) is recomputed for every real x, the prior pi
 becomes the mean of w, and the clustering is evaluated. The first iteration starts
-from uniform w (or k-means labels with `--init kmeans`).
+from the posteriors of a GMM on PCA-50 (`--init gmm`, default), uniform w (`--init
+uniform`, the paper) or one-hot k-means labels (`--init kmeans`).
 
-Every optimizer update counts as one step: a run has
-em_iterations * (m_steps + e_steps) steps unless `--max-steps` stops it sooner.
+The first M-step is longer (`--first-m-steps`): the GAN starts from scratch there,
+and an E-net trained on poor samples would throw the initial clustering away.
+Every optimizer update counts as one step: a run has first_m_steps + e_steps +
+(em_iterations - 1) * (m_steps + e_steps) steps unless `--max-steps` stops it sooner.
 """
 
 import sys
@@ -17,7 +20,9 @@ import numpy as np
 
 from trainers import common
 
-DEFAULTS = dict(em_iterations=8, m_steps=500, e_steps=200)
+# Defaults sized for a 2-core CPU (about 10 minutes on mnist5k); see README "Results"
+# for why the first soft labels come from a GMM rather than the paper's uniform w.
+DEFAULTS = dict(em_iterations=10, first_m_steps=1500, m_steps=400, e_steps=200, init="gmm", lr_e=2e-4)
 
 
 def build_parser():
@@ -25,10 +30,13 @@ def build_parser():
                                 + __doc__.split("\n\n", 1)[1])
     group = parser.add_argument_group("GAN-EM")
     group.add_argument("--em-iterations", type=int, default=DEFAULTS["em_iterations"], help="EM iterations")
-    group.add_argument("--m-steps", type=int, default=DEFAULTS["m_steps"], help="M-step (GAN) updates per EM iteration")
+    group.add_argument("--first-m-steps", type=int, default=DEFAULTS["first_m_steps"],
+                       help="M-step (GAN) updates in the first EM iteration")
+    group.add_argument("--m-steps", type=int, default=DEFAULTS["m_steps"],
+                       help="M-step (GAN) updates in every later EM iteration")
     group.add_argument("--e-steps", type=int, default=DEFAULTS["e_steps"], help="E-step (E-net) updates per EM iteration")
     group.add_argument("--e-batch-size", type=int, default=64, help="generated samples per E-net update")
-    group.add_argument("--init", choices=["uniform", "kmeans", "gmm"], default="uniform",
+    group.add_argument("--init", choices=["uniform", "kmeans", "gmm"], default=DEFAULTS["init"],
                        help="soft labels of the first M-step: uniform 1/K (the paper), one-hot k-means labels "
                             "on pixels, or the posteriors of a GMM on PCA-50")
     group.add_argument("--generator-loss", choices=["mle", "nonsaturating"], default="mle",
@@ -48,12 +56,12 @@ def build_parser():
                        help="networks: auto picks conv for square images, mlp for vectors and small images")
     group.add_argument("--lr-g", type=float, default=6e-4, help="generator learning rate (Adam, beta1 0.5)")
     group.add_argument("--lr-d", type=float, default=2e-4, help="discriminator learning rate")
-    group.add_argument("--lr-e", type=float, default=6e-5, help="E-net learning rate")
+    group.add_argument("--lr-e", type=float, default=DEFAULTS["lr_e"], help="E-net learning rate")
     return parser
 
 
 def validate(args, dataset):
-    for flag in ("em_iterations", "m_steps", "e_steps", "e_batch_size", "latent_dim"):
+    for flag in ("em_iterations", "first_m_steps", "m_steps", "e_steps", "e_batch_size", "latent_dim"):
         if getattr(args, flag) < 1:
             raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
     if args.embedding_dim is not None and args.embedding_dim < 1:
@@ -144,16 +152,25 @@ def main(argv=None):
         return report
 
     # -- the EM loop ---------------------------------------------------------------------
+    first = args.first_m_steps + args.e_steps
     per_iteration = args.m_steps + args.e_steps
-    total = args.em_iterations * per_iteration
+    total = first + (args.em_iterations - 1) * per_iteration
+
+    def position(step):
+        """(EM iteration, offset in it, M-steps in it) of a global step."""
+        if step < first:
+            return 0, step, args.first_m_steps
+        iteration, offset = divmod(step - first, per_iteration)
+        return iteration + 1, offset, args.m_steps
+
     limit = total if args.max_steps is None else min(total, args.max_steps)
     run.progress(limit)
     iterator, iterator_of = None, None
     try:
         while run.step < limit:
-            iteration, offset = divmod(run.step, per_iteration)
+            iteration, offset, m_steps = position(run.step)
             tick = time.perf_counter()
-            if offset < args.m_steps:
+            if offset < m_steps:
                 if iterator_of != iteration:  # soft labels changed: a fresh pass over (x, w)
                     iterator = common.distributed_batches(
                         run.strategy, (x, soft_labels.numpy()), args.batch_size, args.seed + iteration)
@@ -164,7 +181,7 @@ def main(argv=None):
             values = run.step_done(phase, f"EM {iteration + 1}/{args.em_iterations} {phase.upper()}-step",
                                    values, time.perf_counter() - tick)
 
-            if offset == per_iteration - 1:
+            if offset == m_steps + args.e_steps - 1:
                 # Between E- and M-step: new soft labels w(x) = E(x) and prior pi = mean w.
                 probs = run.posteriors()
                 soft_labels.assign(with_known_labels(probs))
