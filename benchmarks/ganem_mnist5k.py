@@ -35,7 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from zoo import data as zoo_data  # noqa: E402
-from zoo.baselines import run_baselines, summarize  # noqa: E402
+from zoo.baselines import SUMMARY_KEYS, run_baselines, summarize  # noqa: E402
 
 PROG = "ganem_mnist5k.py"
 # Flags the benchmark sets itself for every seed: giving them after `--` would be ambiguous.
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
               f"steps {metrics.get('steps')}  wall {metrics.get('wall_seconds')} s "
               f"(process {seconds:.1f} s)", flush=True)
 
-    ganem = summarize(per_seed)
+    ganem = summarize(per_seed, keys=(*SUMMARY_KEYS, "test_error"))
     ganem.update(summarize(per_seed, keys=("wall_seconds", "ms_per_m_step", "ms_per_e_step")))
     ganem["per_seed"] = per_seed
 
