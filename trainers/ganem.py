@@ -22,7 +22,7 @@ from trainers import common
 
 # Defaults sized for a 2-core CPU (about 10 minutes on mnist5k); see README "Results"
 # for why the first soft labels come from a GMM rather than the paper's uniform w.
-DEFAULTS = dict(em_iterations=10, first_m_steps=1500, m_steps=400, e_steps=200, init="gmm", lr_e=2e-4)
+DEFAULTS = dict(em_iterations=6, first_m_steps=1500, m_steps=400, e_steps=200, init="gmm", lr_e=2e-4)
 
 
 def build_parser():
