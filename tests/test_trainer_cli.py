@@ -53,6 +53,12 @@ def test_resume_continues_step_counter_and_em_state(tmp_path):
     # Iteration 1 finished before the interruption, iteration 2 in the resumed process.
     assert [h["em_iteration"] for h in metrics["history"]] == [1, 2]
     assert sum(metrics["prior"]) == pytest.approx(1.0, abs=1e-3)
+    # Optimizer state came back too: steps 0-3, 6-9 and 12-13 were M-steps, 4-5 and 10-11 E-steps.
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints"))
+    assert reader.get_tensor("d_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 10
+    assert reader.get_tensor("e_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 4
 
 
 def test_help_lists_the_shared_flags_with_defaults():
