@@ -72,3 +72,21 @@ def test_labels_on_unlabelled_data_is_a_one_line_error(tmp_path):
     result = run_trainer("--dataset", str(tmp_path / "nolabels.npz"), "--labels", "10", "--run-dir",
                          str(tmp_path / "run"))
     assert result.returncode == 2 and "has no labels" in result.stderr
+
+
+def test_initial_clusters_are_renumbered_to_the_classes_of_labelled_examples():
+    import argparse
+
+    from trainers.ganem import initial_soft_labels
+    from zoo.data import labeled_subset
+    from zoo.metrics import cluster_accuracy
+
+    data = load_dataset("digits")
+    args = argparse.Namespace(clusters=10, init="kmeans", seed=0)
+    labelled = labeled_subset(data.y, 100, 10, 0)
+    unaligned = initial_soft_labels(args, data.x).argmax(1)
+    aligned = initial_soft_labels(args, data.x, data.y, labelled).argmax(1)
+    # Same partition, new numbering: cluster c now means class c, nearly as well as the best matching.
+    assert cluster_accuracy(data.y, aligned) == pytest.approx(cluster_accuracy(data.y, unaligned))
+    assert np.mean(aligned == data.y) > cluster_accuracy(data.y, unaligned) - 0.05
+    assert np.mean(unaligned == data.y) < 0.5

@@ -80,17 +80,28 @@ def validate(args, dataset):
         raise common.UsageError(f"--batch-size {args.batch_size} exceeds the number of samples ({len(dataset)})")
 
 
-def initial_soft_labels(args, x):
-    """w of the first M-step: uniform, one-hot k-means labels, or GMM-on-PCA posteriors
-    (labelled examples are then set to their one-hot labels)."""
-    from zoo import baselines
+def initial_soft_labels(args, x, y=None, labelled=()):
+    """w of the first M-step: uniform, one-hot k-means labels, or GMM-on-PCA posteriors.
+
+    With labelled examples, the k-means / GMM clusters are renumbered to the classes
+    they match best on those examples (Hungarian), so that cluster c starts as class c
+    (the trainer then sets labelled rows to their one-hot labels).
+    """
+    from zoo import baselines, metrics
 
     n, k = len(x), args.clusters
     if args.init == "uniform":
         return np.full((n, k), 1.0 / k, np.float32)
     if args.init == "kmeans":
-        return np.eye(k, dtype=np.float32)[baselines.kmeans_pixels(x, k, args.seed)]
-    return baselines.gmm_pca_posteriors(x, k, args.seed)
+        w = np.eye(k, dtype=np.float32)[baselines.kmeans_pixels(x, k, args.seed)]
+    else:
+        w = baselines.gmm_pca_posteriors(x, k, args.seed)
+    if len(labelled):
+        mapping = metrics.cluster_to_class_mapping(y[labelled], w[labelled].argmax(1))
+        spare = iter(sorted(set(range(k)) - set(mapping.values())))
+        order = [mapping[c] if c in mapping else next(spare) for c in range(k)]
+        w = w[:, np.argsort(order)]  # column j now holds the cluster matched to class j
+    return w
 
 
 def main(argv=None):
@@ -132,7 +143,7 @@ def main(argv=None):
         w[labelled] = np.eye(k, dtype=np.float32)[y[labelled]]
         return w
 
-    soft_labels = tf.Variable(with_known_labels(initial_soft_labels(args, x)), name="soft_labels")
+    soft_labels = tf.Variable(with_known_labels(initial_soft_labels(args, x, y, labelled)), name="soft_labels")
     run.track(model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer,
               e_optimizer=model.e_optimizer, soft_labels=soft_labels)
 
