@@ -121,8 +121,10 @@ class Run:
         return list({h[key]: h for h in map(json.loads, lines)}.values())
 
     # -- the end -------------------------------------------------------------------------
-    def finish(self, report, title, subset=None, **extra):
-        """Final checkpoint, figures, SavedModels and metrics.json; returns the results."""
+    def finish(self, report, title, subset=None, predictions=None, **extra):
+        """Final checkpoint, figures, SavedModels and metrics.json; returns the results.
+        `predictions` (cluster ids [N]) default to argmax of the posteriors; a model that
+        clusters otherwise (e.g. k-means on embeddings) passes its own for the figures."""
         import tensorflow as tf
 
         from trainers import plots
@@ -135,7 +137,7 @@ class Run:
         if not self.chief:
             return report
         subset = np.arange(len(data)) if subset is None else subset
-        predictions = self.posteriors().argmax(1)
+        predictions = self.posteriors().argmax(1) if predictions is None else np.asarray(predictions)
         if data.kind == "image":
             noise = model.sample_latent(10, seed=self.args.seed)
             samples = np.stack([model.generate(noise, tf.fill([10], c)).numpy() for c in range(model.num_clusters)])

@@ -69,3 +69,45 @@ def sparse_cross_entropy(labels, logits):
 def soft_cross_entropy(targets, logits):
     """[B] cross-entropy of probability targets against logits."""
     return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+
+
+# -- Wasserstein GAN with gradient penalty (ClusterGAN) ------------------------------
+def wasserstein_critic_loss(real_scores, fake_scores):
+    """[B] WGAN critic loss, minimised: D(fake) - D(real) (real scores high).
+
+    Real and fake are paired by position; the mean over the batch is the usual
+    E D(G(z)) - E D(x)."""
+    return fake_scores - real_scores
+
+
+def wasserstein_generator_loss(fake_scores):
+    """[B] WGAN generator loss, minimised: -D(G(z))."""
+    return -fake_scores
+
+
+def interpolate_samples(real, fake, epsilon):
+    """x_hat = eps * real + (1 - eps) * fake, with `epsilon` [B] broadcast over the
+    sample axes (one epsilon per example)."""
+    epsilon = tf.reshape(tf.cast(epsilon, real.dtype), [-1] + [1] * (len(real.shape) - 1))
+    return epsilon * real + (1.0 - epsilon) * fake
+
+
+def gradient_penalty(critic, real, fake, epsilon):
+    """[B] WGAN-GP penalty (||grad_x critic(x_hat)||_2 - 1)^2 per example (Gulrajani
+    et al. 2017), unweighted, at x_hat = eps * real + (1 - eps) * fake.
+
+    `critic` maps a batch to scores [B] or [B, 1] with no interaction between examples
+    (no batch norm), so the gradient of the summed scores holds every example's own
+    gradient. `epsilon` [B] ~ U(0, 1) must be drawn PER EXAMPLE. Call this inside the
+    caller's GradientTape: the penalty's gradient w.r.t. the critic's weights is a
+    second-order gradient through this inner tape.
+    """
+    x_hat = interpolate_samples(real, tf.stop_gradient(fake), epsilon)
+    with tf.GradientTape() as tape:
+        tape.watch(x_hat)
+        scores = critic(x_hat)
+    grads = tape.gradient(scores, x_hat)
+    axes = list(range(1, len(grads.shape)))
+    # The tiny constant keeps the gradient of the norm finite where grads == 0.
+    norm = tf.sqrt(tf.reduce_sum(tf.square(grads), axis=axes) + 1e-12)
+    return tf.square(norm - 1.0)
