@@ -35,6 +35,7 @@ setup(
     entry_points={
         "console_scripts": [
             "zoo-ganem=trainers.ganem:main",
+            "zoo-clustergan=trainers.clustergan:main",
             "zoo-export=export.__main__:main",
         ]
     },
