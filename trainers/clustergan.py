@@ -118,8 +118,8 @@ def main(argv=None):
         model.compile(g_optimizer=adam(), d_optimizer=adam(), e_optimizer=adam())
     run.track(model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer, e_optimizer=model.e_optimizer)
 
-    critic_step = common.replicated_step(run.strategy, model.train_step)
-    generator_step = common.replicated_step(run.strategy, model.generator_train_step)
+    critic_step = run.replicated_step(model.train_step)
+    generator_step = run.replicated_step(model.generator_train_step)
     embed = tf.function(model.embed, reduce_retracing=True)
 
     def evaluate():

@@ -24,6 +24,10 @@ class UsageError(Exception):
     """A bad flag or bad input: reported as one line on stderr with exit code 2."""
 
 
+class RunFailed(Exception):
+    """A run that cannot go on (e.g. it diverged): one line on stderr, exit code 1."""
+
+
 # -- flags ------------------------------------------------------------------------
 def base_parser(model_name, description):
     """The flags every trainer shares; their names are fixed across the zoo."""
@@ -55,12 +59,26 @@ def base_parser(model_name, description):
     parser.add_argument("--log-every", type=int, default=25, help="write TensorBoard scalars every N steps")
     parser.add_argument("--no-export", action="store_true", help="skip writing the SavedModels at the end")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    group = parser.add_argument_group("speed, reproducibility and divergence")
+    group.add_argument("--jit", action=argparse.BooleanOptionalAction, default=False,
+                       help="XLA-compile the training steps (jit_compile); on a CPU often slower, see benchmarks/")
+    group.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False,
+                       help="TensorFlow op determinism: the same seed on the same machine gives the same run "
+                            "(slower on GPU)")
+    group.add_argument("--nan-patience", type=int, default=10,
+                       help="a step whose loss or gradients are not finite is skipped; after this many "
+                            "consecutive skipped steps the run goes back to its last checkpoint")
+    group.add_argument("--nan-recoveries", type=int, default=3,
+                       help="how often the run may go back to its last checkpoint with a lower learning rate "
+                            "before it stops with an error")
+    group.add_argument("--nan-lr-factor", type=float, default=0.5,
+                       help="learning rates are multiplied by this at each such recovery")
     return parser
 
 
 # Flags that describe the run rather than the experiment: never taken from a
 # resumed run's saved configuration.
-_RUN_FLAGS = {"resume", "run_dir", "max_steps", "quiet", "strategy", "no_export"}
+_RUN_FLAGS = {"resume", "run_dir", "max_steps", "quiet", "strategy", "no_export", "jit"}
 
 
 def parse_args(parser, argv, model_name):
@@ -82,6 +100,12 @@ def parse_args(parser, argv, model_name):
         raise UsageError(f"--max-steps must be >= 0 (got {args.max_steps})")
     if args.labels < 0:
         raise UsageError(f"--labels must be >= 0 (got {args.labels})")
+    if args.nan_patience < 1:
+        raise UsageError(f"--nan-patience must be positive (got {args.nan_patience})")
+    if args.nan_recoveries < 0:
+        raise UsageError(f"--nan-recoveries must be >= 0 (got {args.nan_recoveries})")
+    if not 0 < args.nan_lr_factor < 1:
+        raise UsageError(f"--nan-lr-factor must lie in (0, 1) (got {args.nan_lr_factor})")
     return args
 
 
@@ -108,6 +132,9 @@ def run_main(main_fn, model_name, argv=None):
     except (UsageError, zoo_data.DataError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except RunFailed as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 # -- strategy ---------------------------------------------------------------------
@@ -133,16 +160,19 @@ def is_chief(strategy):
     return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
 
 
-def replicated_step(strategy, step_fn):
+def replicated_step(strategy, step_fn, jit=False):
     """A tf.function that runs `step_fn` on every replica and returns its outputs
     averaged across replicas. Given a distributed iterator, it pulls the next batch
-    itself (inside the graph) and passes it to `step_fn`."""
+    itself (inside the graph) and passes it to `step_fn`. With `jit`, the per-replica
+    step is XLA-compiled (as Keras does with jit_compile under a strategy)."""
     import tensorflow as tf
+
+    replica_fn = tf.function(step_fn, jit_compile=True) if jit else step_fn
 
     @tf.function
     def step(iterator=None):
         args = () if iterator is None else (next(iterator),)
-        outputs = strategy.run(step_fn, args=args)
+        outputs = strategy.run(replica_fn, args=args)
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in outputs.items()}
 
     return step
@@ -178,23 +208,50 @@ class Checkpoints:
     so a reader never takes a half-written checkpoint for the latest one.
     """
 
-    def __init__(self, run_dir, step, max_to_keep=3, **trackables):
+    def __init__(self, run_dir, step, max_to_keep=3, write_dir=None, **trackables):
+        """Reads from RUN_DIR/checkpoints; writes there too unless `write_dir` says
+        otherwise (multi-worker: every worker must take part in a save, but only the
+        chief's checkpoints are the run's, so the others write to a scratch folder)."""
         import tensorflow as tf
 
         self.step = step
         self.checkpoint = tf.train.Checkpoint(step=step, **trackables)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(Path(run_dir) / "checkpoints"),
                                                   max_to_keep=max_to_keep)
+        self.writer = (self.manager if write_dir is None else
+                       tf.train.CheckpointManager(self.checkpoint, str(write_dir), max_to_keep=1))
 
     def restore_latest(self):
-        latest = self.manager.latest_checkpoint
-        if latest is None:
+        """Restores the newest readable checkpoint; a corrupt or truncated one is skipped
+        with a warning and the one before it is used."""
+        import tensorflow as tf
+
+        candidates = list(reversed(self.manager.checkpoints))
+        if not candidates:
             raise UsageError(f"--resume: no checkpoint under {self.manager.directory}")
-        self.checkpoint.restore(latest).expect_partial()
-        return latest
+        for path in candidates:
+            try:
+                _verify_checkpoint(path)
+                self.checkpoint.restore(path).expect_partial()
+                return path
+            except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as err:
+                reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+                print(f"warning: checkpoint {path} is unreadable ({reason}); trying the one before it",
+                      file=sys.stderr)
+        raise UsageError(f"--resume: no readable checkpoint under {self.manager.directory}")
 
     def save(self):
-        return self.manager.save(checkpoint_number=int(self.step.numpy()))
+        return self.writer.save(checkpoint_number=int(self.step.numpy()))
+
+
+def _verify_checkpoint(path):
+    """Reads every tensor of a checkpoint once, so truncation shows up before a restore
+    has half-overwritten the model (TensorFlow restores variable by variable)."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(path)
+    for name in reader.get_variable_to_shape_map():
+        reader.get_tensor(name)
 
 
 # -- progress ----------------------------------------------------------------------

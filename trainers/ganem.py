@@ -147,8 +147,8 @@ def main(argv=None):
     run.track(model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer,
               e_optimizer=model.e_optimizer, soft_labels=soft_labels)
 
-    m_step = common.replicated_step(run.strategy, model.train_step)
-    e_step = common.replicated_step(run.strategy, model.enet_train_step)
+    m_step = run.replicated_step(model.train_step)
+    e_step = run.replicated_step(model.enet_train_step)
     labelled_batches = (common.distributed_batches(run.strategy, (x[labelled], y[labelled]),
                                                    min(args.batch_size, args.labels), args.seed)
                         if args.labels else None)

@@ -7,12 +7,17 @@ with `run.finish`.
 """
 
 import json
+import math
 import sys
 import time
 
 import numpy as np
 
 from trainers import common
+
+
+class TrainingDiverged(common.RunFailed):
+    """Too many non-finite steps and no recoveries left."""
 
 
 class Run:
@@ -28,20 +33,31 @@ class Run:
             common.write_json(self.dir / "config.json", {k: v for k, v in vars(args).items() if k != "run_dir"})
         self.writer = (tf.summary.create_file_writer(str(self.dir / "logs")) if self.chief
                        else tf.summary.create_noop_writer())
+        if args.deterministic:
+            tf.config.experimental.enable_op_determinism()
         self.global_step = tf.Variable(0, dtype=tf.int64, name="global_step")
         self.timings = {}
         self.started = time.time()
+        self.bad_steps = 0  # consecutive steps with a non-finite loss (skipped in the graph)
+        self.recoveries = 0
 
     # -- state -------------------------------------------------------------------------
     def track(self, model, **trackables):
         """Checkpoints `model`, its optimizers and any trainer state; restores it with --resume."""
+        import keras
+
         from zoo import registry
 
         self.model = model
         self._posterior = None
         if self.chief and not self.args.resume:
             common.write_json(self.dir / "model.json", registry.describe(model))
-        self.checkpoints = common.Checkpoints(self.dir, self.global_step, model=model, **trackables)
+        self.optimizers = [t for t in trackables.values() if isinstance(t, keras.optimizers.Optimizer)]
+        # Every worker takes part in a save; only the chief's land in the run directory.
+        task = getattr(self.strategy, "cluster_resolver", None)
+        scratch = None if self.chief else self.dir / "workers" / f"{task.task_type}-{task.task_id}"
+        self.checkpoints = common.Checkpoints(self.dir, self.global_step, model=model, write_dir=scratch,
+                                              **trackables)
         if self.args.resume:
             path = self.checkpoints.restore_latest()
             print(f"resumed from {path} at step {self.step}", file=sys.stderr)
@@ -51,11 +67,16 @@ class Run:
         return int(self.global_step.numpy())
 
     def save(self):
-        if self.chief and self.step != getattr(self, "_saved_step", None):
+        # Only good states are kept: none while the model is skipping non-finite steps.
+        if self.step != getattr(self, "_saved_step", None) and not self.bad_steps:
             self.checkpoints.save()
             self._saved_step = self.step
 
     # -- the loop ------------------------------------------------------------------------
+    def replicated_step(self, step_fn):
+        """`step_fn` run on every replica as one tf.function (XLA-compiled with --jit)."""
+        return common.replicated_step(self.strategy, step_fn, jit=self.args.jit)
+
     def progress(self, limit):
         self._progress = common.Progress(limit, self.step, quiet=self.args.quiet)
         return self._progress
@@ -66,12 +87,46 @@ class Run:
         self.timings.setdefault(phase, []).append(seconds)
         self.global_step.assign_add(1)
         step = self.step
+        self._guard_non_finite(step, values)
         self._progress.update(description, values)
         if step % self.args.log_every == 0:
             self.scalars("train", values, step)
         if step % self.args.checkpoint_every == 0:
             self.save()
         return values
+
+    def _guard_non_finite(self, step, values):
+        """The model skipped this step's update if its loss was not finite (zoo.base.
+        apply_if_finite); after --nan-patience such steps in a row, go back to the last
+        checkpoint with lower learning rates, at most --nan-recoveries times."""
+        bad = {name: v for name, v in values.items() if not math.isfinite(v)}
+        if not bad:
+            self.bad_steps = 0
+            return
+        self.bad_steps += 1
+        shown = ", ".join(f"{name}={v}" for name, v in bad.items())
+        self._progress.write(f"step {step}: non-finite loss ({shown}); update skipped "
+                             f"({self.bad_steps} in a row, limit {self.args.nan_patience})")
+        if self.bad_steps < self.args.nan_patience:
+            return
+        if self.recoveries >= self.args.nan_recoveries or not self.checkpoints.manager.checkpoints:
+            raise TrainingDiverged(
+                f"training diverged: {self.bad_steps} consecutive non-finite steps at step {step} after "
+                f"{self.recoveries} recoveries (--nan-recoveries {self.args.nan_recoveries}); try lower "
+                f"learning rates, or resume from {self.dir / 'checkpoints'}")
+        path = self.checkpoints.restore_latest()
+        self.recoveries += 1
+        self.bad_steps = 0
+        rates = []
+        for optimizer in self.optimizers:
+            rate = optimizer._learning_rate  # the variable behind a float rate; a schedule is left alone
+            if hasattr(rate, "assign"):
+                rate.assign(rate * self.args.nan_lr_factor)
+                rates.append(f"{float(rate.numpy()):.3g}")
+        self._saved_step = self.step
+        self._progress.bar.n = self.step
+        self._progress.write(f"went back to {path} (step {self.step}) with learning rates x{self.args.nan_lr_factor}"
+                             f" -> {', '.join(rates)} (recovery {self.recoveries}/{self.args.nan_recoveries})")
 
     def scalars(self, prefix, values, step=None):
         import tensorflow as tf

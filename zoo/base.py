@@ -28,6 +28,37 @@ def replica_slice(draw, local_batch, seed):
     return full[replica_id * local_batch : (replica_id + 1) * local_batch]
 
 
+def apply_if_finite(updates, loss=None):
+    """Applies `updates`, a list of (optimizer, gradients, variables), only if the loss and
+    every gradient are finite on every replica; otherwise none of them (all or nothing).
+
+    Returns a float32 scalar: 1.0 if applied, 0.0 if skipped. The optimizers' step
+    counters do not advance on a skipped step. Keras optimizers synchronise replicas
+    with `merge_call`, which may not sit inside a `cond` in a replica context, so the
+    `cond` runs in cross-replica context (as keras.optimizers.LossScaleOptimizer does).
+    """
+    checked = [g for _, grads, _ in updates for g in grads if g is not None]
+    if loss is not None:
+        checked.append(loss)
+    bad = tf.add_n([tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(t)), tf.float32)) for t in checked])
+    context = tf.distribute.get_replica_context()
+    bad = context.all_reduce(tf.distribute.ReduceOp.SUM, bad)
+    finite = tf.equal(bad, 0.0)
+
+    def apply_each(pairs):
+        for optimizer, (grads, variables) in zip([u[0] for u in updates], pairs):
+            optimizer.apply_gradients(zip(grads, variables))
+
+    def in_cross_replica(distribution, finite, pairs):
+        finite = distribution.experimental_local_results(finite)[0]  # equal on all replicas (all-reduced)
+        tf.cond(finite, lambda: distribution.extended.call_for_each_replica(apply_each, args=(pairs,)),
+                lambda: None)
+
+    pairs = [(list(grads), list(variables)) for _, grads, variables in updates]
+    context.merge_call(in_cross_replica, args=(finite, pairs))
+    return tf.cast(finite, tf.float32)
+
+
 class ClusterModel(keras.Model):
     """Base class of the zoo's models.
 

@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import losses
-from zoo.base import ClusterModel, replica_slice
+from zoo.base import ClusterModel, apply_if_finite, replica_slice
 from zoo.networks import build_classifier, build_generator
 
 
@@ -195,7 +195,7 @@ class ClusterGAN(ClusterModel):
             d_per_example = wasserstein + self.gp_weight * penalty
             d_loss = losses.replica_mean(d_per_example)
         grads = tape.gradient(d_loss, self.critic.trainable_variables)
-        self.d_optimizer.apply_gradients(zip(grads, self.critic.trainable_variables))
+        apply_if_finite([(self.d_optimizer, grads, self.critic.trainable_variables)], d_loss)
 
         # Unscaled means over this replica's batch; the trainer averages replicas.
         return {
@@ -228,8 +228,8 @@ class ClusterGAN(ClusterModel):
             g_loss = losses.replica_mean(g_per_example)
         g_vars, e_vars = self.generator.trainable_variables, self.encoder.trainable_variables
         grads = tape.gradient(g_loss, g_vars + e_vars)
-        self.g_optimizer.apply_gradients(zip(grads[: len(g_vars)], g_vars))
-        self.e_optimizer.apply_gradients(zip(grads[len(g_vars) :], e_vars))
+        apply_if_finite([(self.g_optimizer, grads[: len(g_vars)], g_vars),
+                         (self.e_optimizer, grads[len(g_vars) :], e_vars)], g_loss)
 
         hits = tf.cast(tf.equal(tf.argmax(c_logits, -1, output_type=tf.int32), c), tf.float32)
         return {
