@@ -163,17 +163,29 @@ def is_chief(strategy):
 def replicated_step(strategy, step_fn, jit=False):
     """A tf.function that runs `step_fn` on every replica and returns its outputs
     averaged across replicas. Given a distributed iterator, it pulls the next batch
-    itself (inside the graph) and passes it to `step_fn`. With `jit`, the per-replica
-    step is XLA-compiled (as Keras does with jit_compile under a strategy)."""
+    itself (inside the graph) and passes it to `step_fn`.
+
+    With `jit` the step is XLA-compiled: with one replica the whole step (the batch is
+    fetched outside, since the iterator op cannot be compiled); with several, each
+    replica's step (as Keras does with jit_compile under a strategy)."""
     import tensorflow as tf
+
+    def reduced(outputs):
+        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in outputs.items()}
+
+    if jit and strategy.num_replicas_in_sync == 1:
+        @tf.function(jit_compile=True)
+        def compiled(*batch):
+            return reduced(strategy.run(step_fn, args=batch))
+
+        return lambda iterator=None: compiled() if iterator is None else compiled(next(iterator))
 
     replica_fn = tf.function(step_fn, jit_compile=True) if jit else step_fn
 
     @tf.function
     def step(iterator=None):
         args = () if iterator is None else (next(iterator),)
-        outputs = strategy.run(replica_fn, args=args)
-        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in outputs.items()}
+        return reduced(strategy.run(replica_fn, args=args))
 
     return step
 

@@ -140,8 +140,11 @@ class ClusterModel(keras.Model):
         def draw(n, s):
             if prior is None:
                 return tf.random.stateless_uniform((n,), s, maxval=self.num_clusters, dtype=tf.int32)
-            logits = tf.math.log(tf.maximum(prior, 1e-12))[None, :]
-            return tf.cast(tf.random.stateless_categorical(logits, n, s)[0], tf.int32)
+            # Inverse CDF rather than stateless_categorical, which XLA cannot compile on a CPU.
+            prior_ = tf.cast(prior, tf.float32)
+            cdf = tf.cumsum(prior_ / tf.reduce_sum(prior_))[:-1]
+            u = tf.random.stateless_uniform((n,), s)
+            return tf.reduce_sum(tf.cast(u[:, None] >= cdf[None, :], tf.int32), axis=1)
 
         return replica_slice(draw, local_batch, seed)
 
