@@ -35,6 +35,11 @@ class Run:
                        else tf.summary.create_noop_writer())
         if args.deterministic:
             tf.config.experimental.enable_op_determinism()
+        import keras
+
+        # Before the trainer builds its model: layers take the policy when they are made.
+        keras.mixed_precision.set_global_policy(
+            "mixed_bfloat16" if getattr(args, "mixed_precision", "off") == "bfloat16" else "float32")
         self.global_step = tf.Variable(0, dtype=tf.int64, name="global_step")
         self.timings = {}
         self.started = time.time()

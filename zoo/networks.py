@@ -29,6 +29,9 @@ import keras
 from keras import layers
 
 ARCHITECTURES = ("auto", "conv", "mlp")
+# Outputs (samples, logits, embeddings) stay float32 under a mixed-precision policy, so
+# losses and exports see float32 whatever the layers compute in (Keras' own advice).
+OUTPUT_DTYPE = "float32"
 
 
 def choose_architecture(input_shape, architecture="auto"):
@@ -81,14 +84,15 @@ def build_generator(output_shape, latent_dim, condition_dim, architecture="auto"
         for i, width in enumerate(channels[1:]):
             h = layers.Conv2DTranspose(width, 4, 2, "same", use_bias=False, name=f"up{i}")(h)
             h = layers.ReLU()(_sync_batch_norm(f"up{i}_bn")(h))
-        out = layers.Conv2DTranspose(out_channels, 4, 2, "same", activation="sigmoid", name="out")(h)
+        out = layers.Conv2DTranspose(out_channels, 4, 2, "same", activation="sigmoid", name="out",
+                                     dtype=OUTPUT_DTYPE)(h)
     else:
         for i in range(2):
             h = layers.Dense(256, use_bias=False, name=f"fc{i + 1}")(h)
             h = layers.ReLU()(_sync_batch_norm(f"fc{i + 1}_bn")(h))
         size = math.prod(output_shape)
-        out = layers.Dense(size, activation="sigmoid" if is_image else None, name="out")(h)
-        out = layers.Reshape(tuple(output_shape))(out)
+        out = layers.Dense(size, activation="sigmoid" if is_image else None, name="out", dtype=OUTPUT_DTYPE)(h)
+        out = layers.Reshape(tuple(output_shape), dtype=OUTPUT_DTYPE)(out)
     return keras.Model([noise, condition], out, name=name)
 
 
@@ -119,10 +123,10 @@ def build_classifier(input_shape, num_outputs, embedding_dim=None, architecture=
     x = keras.Input(tuple(input_shape), name="images")
     features = trunk(x)
     if embedding_dim:
-        embedding = layers.Dense(embedding_dim, name="embedding")(features)
+        embedding = layers.Dense(embedding_dim, name="embedding", dtype=OUTPUT_DTYPE)(features)
         head_input = layers.LeakyReLU(0.2)(embedding)
     else:
-        embedding = features
+        embedding = layers.Activation("linear", name="features", dtype=OUTPUT_DTYPE)(features)
         head_input = features
-    logits = layers.Dense(num_outputs, name="logits")(head_input)
+    logits = layers.Dense(num_outputs, name="logits", dtype=OUTPUT_DTYPE)(head_input)
     return keras.Model(x, [logits, embedding], name=name)

@@ -1,0 +1,36 @@
+"""--jit and --mixed-precision as a user runs them: the trainers train, report and export."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+SMALL = {"ganem": ["--first-m-steps", "4", "--m-steps", "4", "--e-steps", "2", "--em-iterations", "2"],
+         "clustergan": ["--generator-steps", "3", "--n-critic", "2"]}
+
+
+def run_trainer(model, *args, timeout=240):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", f"trainers.{model}", "--dataset", "digits", "--batch-size", "32",
+                           "--quiet", *SMALL[model], *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("model", ["ganem", "clustergan"])
+def test_jit_and_bfloat16_train_and_export_float32_servables(model, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_trainer(model, "--jit", "--mixed-precision", "bfloat16", "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert np.isfinite(metrics["acc"]) and metrics["steps"] > 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["jit"] is True and config["mixed_precision"] == "bfloat16"
+
+    import tensorflow as tf
+
+    enet = tf.saved_model.load(str(run_dir / "export" / f"{model}_enet" / "1"))
+    out = enet.signatures["serving_default"](images=tf.zeros((3, 8, 8, 1)))
+    assert out["probabilities"].dtype == tf.float32 and out["embedding"].dtype == tf.float32
+    np.testing.assert_allclose(out["probabilities"].numpy().sum(1), 1.0, rtol=1e-3)
