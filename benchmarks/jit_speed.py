@@ -8,6 +8,8 @@ results read back to the host after every step), and times them in alternating r
 Reports the median ms per step of each and the speed-up (no-XLA time / XLA time).
 
     python benchmarks/jit_speed.py [--rounds 5] [--steps 20] [--out benchmarks/results/jit_speed.json]
+    python benchmarks/jit_speed.py --mixed-precision bfloat16 --out benchmarks/results/jit_speed_bf16.json
+    TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/jit_speed.py --out benchmarks/results/jit_speed_no_onednn.json
 """
 import argparse
 import datetime
@@ -35,6 +37,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64, help="global batch size")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per variant")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per round")
+    parser.add_argument("--mixed-precision", choices=["off", "bfloat16"], default="off",
+                        help="build the model under Keras' mixed_bfloat16 policy, as the trainers' flag does")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "jit_speed.json"), help="output JSON")
     args = parser.parse_args(argv)
     if min(args.rounds, args.steps, args.batch_size) < 1:
@@ -45,6 +49,8 @@ def main(argv=None):
 
     from zoo.ganem import GANEM
 
+    if args.mixed_precision == "bfloat16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     defaults = ganem_parser().parse_args([])
     dataset = common.zoo_data.load_dataset(args.dataset)
     keras.utils.set_random_seed(0)
@@ -77,7 +83,8 @@ def main(argv=None):
 
     result = {
         "benchmark": "jit_speed", "model": "ganem", "dataset": args.dataset, "batch_size": args.batch_size,
-        "replicas": strategy.num_replicas_in_sync, "rounds": args.rounds, "steps_per_round": args.steps,
+        "replicas": strategy.num_replicas_in_sync, "mixed_precision": args.mixed_precision,
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"), "rounds": args.rounds, "steps_per_round": args.steps,
         "ms_per_m_step": {"no_jit": ms(("m", False)), "jit": ms(("m", True))},
         "ms_per_e_step": {"no_jit": ms(("e", False)), "jit": ms(("e", True))},
         "speedup_m_step": round(ms(("m", False)) / ms(("m", True)), 3),
