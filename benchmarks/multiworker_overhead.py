@@ -11,25 +11,18 @@ import argparse
 import datetime
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from trainers.local_cluster import worker_configs  # noqa: E402
+
 BASE = ["--dataset", "mnist5k", "--first-m-steps", "100", "--m-steps", "20", "--e-steps", "20", "--em-iterations", "2",
         "--quiet", "--no-export"]
-
-
-def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def launch(run_dir, flags, workers):
@@ -39,12 +32,9 @@ def launch(run_dir, flags, workers):
     if workers == 1:
         procs = [subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)]
     else:
-        cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(workers)]}
         procs = [subprocess.Popen(cmd + ["--strategy", "multiworker"], cwd=REPO, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True,
-                                  env={**env, "TF_CONFIG": json.dumps({"cluster": cluster,
-                                                                       "task": {"type": "worker", "index": i}})})
-                 for i in range(workers)]
+                                  stderr=subprocess.PIPE, text=True, env={**env, "TF_CONFIG": tf_config})
+                 for tf_config in worker_configs(workers)]
     started = time.perf_counter()
     errors = [p.communicate()[1] for p in procs]
     seconds = time.perf_counter() - started

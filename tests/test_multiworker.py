@@ -5,7 +5,6 @@ process with the same global batch, and a killed job rejoining from the shared c
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,26 +12,16 @@ import time
 import numpy as np
 import pytest
 
+from trainers.local_cluster import worker_configs
+
 SMALL = ["--dataset", "digits", "--first-m-steps", "6", "--m-steps", "4", "--e-steps", "2", "--em-iterations", "2",
          "--batch-size", "32", "--quiet", "--no-export"]
 
 
-def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def start_workers(run_dir, *flags):
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     workers = []
-    for index in range(2):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
-               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+    for tf_config in worker_configs(2):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": tf_config}
         workers.append(subprocess.Popen(
             [sys.executable, "-m", "trainers.ganem", "--strategy", "multiworker", "--run-dir", str(run_dir), *flags],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
