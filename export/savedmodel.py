@@ -85,8 +85,12 @@ class GeneratorServable(tf.Module):
         self.model_variables = [v.value if hasattr(v, "value") else v for v in model.variables]
         self.serve = tf.function(self._serve, input_signature=[
             tf.TensorSpec(None, tf.float32, name="noise"), tf.TensorSpec([None], tf.int64, name="cluster")])
-        self.sample = tf.function(self._sample, input_signature=[
-            tf.TensorSpec([None], tf.int64, name="cluster"), tf.TensorSpec([], tf.int64, name="seed")])
+        sample_inputs = [tf.TensorSpec([None], tf.int64, name="cluster"), tf.TensorSpec([], tf.int64, name="seed")]
+        # A model whose latent spread can be scaled at sampling time (GM-GAN's quality /
+        # diversity trade-off) declares `samples_with_scale = True`; its `sample` takes `scale`.
+        if getattr(model, "samples_with_scale", False):
+            sample_inputs.append(tf.TensorSpec([], tf.float32, name="scale"))
+        self.sample = tf.function(self._sample, input_signature=sample_inputs)
 
     def _serve(self, noise, cluster):
         checks = [_check_shape(noise, [self.model.latent_dim], "noise"),
@@ -97,11 +101,16 @@ class GeneratorServable(tf.Module):
             noise = tf.ensure_shape(tf.identity(noise), [None, self.model.latent_dim])
         return {"images": self.model.generate(noise, tf.cast(cluster, tf.int32))}
 
-    def _sample(self, cluster, seed):
-        with tf.control_dependencies([_check_clusters(cluster, self.model.num_clusters)]):
+    def _sample(self, cluster, seed, scale=None):
+        checks = [_check_clusters(cluster, self.model.num_clusters)]
+        if scale is not None:
+            checks.append(tf.debugging.assert_non_negative(scale, message="scale must be >= 0"))
+        with tf.control_dependencies(checks):
             cluster = tf.cast(tf.identity(cluster), tf.int32)
         noise = self.model.sample_latent(tf.shape(cluster)[0], seed=seed)
-        return {"images": self.model.generate(noise, cluster)}
+        if scale is None:
+            return {"images": self.model.generate(noise, cluster)}
+        return {"images": self.model.generate(noise, cluster, scale=scale)}
 
 
 def next_version(model_dir):
