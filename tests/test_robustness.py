@@ -55,6 +55,38 @@ def test_a_non_finite_gradient_on_any_replica_skips_every_update(two_cpu_strateg
     assert int(opt_a.iterations.numpy()) == 1
 
 
+def test_float16_loss_scale_halves_on_overflow_and_grows_after_a_finite_streak(monkeypatch):
+    import keras
+    import tensorflow as tf
+
+    from zoo import base
+    from zoo.ganem import GANEM
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = GANEM((64,), 3, latent_dim=4)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    model.compile(g_optimizer=keras.optimizers.Adam(1e-3), d_optimizer=keras.optimizers.Adam(1e-3),
+                  e_optimizer=keras.optimizers.Adam(1e-3))
+    monkeypatch.setattr(base, "LOSS_SCALE_GROWTH_STEPS", 3)
+    variables = model.enet.trainable_variables
+    start = float(model.loss_scale.numpy())
+
+    def step(value):
+        grads = [tf.fill(v.shape, value) for v in variables]
+        return float(model.apply_updates([(model.e_optimizer, grads, variables)], tf.constant(1.0)))
+
+    assert step(np.inf) == 0.0 and float(model.loss_scale.numpy()) == start / 2
+    assert [step(0.1) for _ in range(3)] == [1.0, 1.0, 1.0]
+    assert float(model.loss_scale.numpy()) == start  # doubled after 3 finite steps in a row
+    # The scale multiplies the loss's gradient and is divided out again.
+    with tf.GradientTape() as tape:
+        loss = tf.add_n([tf.reduce_sum(v) for v in variables])
+    for grad in model.gradients(tape, loss, variables):
+        np.testing.assert_allclose(grad.numpy(), 1.0)
+
+
 def test_divergence_from_the_first_step_stops_with_one_line(tmp_path):
     result = run_trainer(*SMALL, "--run-dir", str(tmp_path / "run"), "--lr-d", "1e30", "--lr-g", "1e30",
                          "--checkpoint-every", "1", "--nan-patience", "2")

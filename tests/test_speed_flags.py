@@ -12,23 +12,34 @@ SMALL = {"ganem": ["--first-m-steps", "4", "--m-steps", "4", "--e-steps", "2", "
          "clustergan": ["--generator-steps", "3", "--n-critic", "2"]}
 
 
+def tf_reader(run_dir):
+    import tensorflow as tf
+
+    return tf.train.load_checkpoint(str(run_dir / "checkpoints"))
+
+
 def run_trainer(model, *args, timeout=240):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run([sys.executable, "-m", f"trainers.{model}", "--dataset", "digits", "--batch-size", "32",
                            "--quiet", *SMALL[model], *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
-@pytest.mark.parametrize("model", ["ganem", "clustergan"])
-def test_jit_and_bfloat16_train_and_export_float32_servables(model, tmp_path):
+@pytest.mark.parametrize("model, flags", [("ganem", ["--jit", "--mixed-precision", "bfloat16"]),
+                                          ("clustergan", ["--jit", "--mixed-precision", "bfloat16"]),
+                                          ("ganem", ["--mixed-precision", "float16"])])
+def test_jit_and_mixed_precision_train_and_export_float32_servables(model, flags, tmp_path):
     run_dir = tmp_path / "run"
-    result = run_trainer(model, "--jit", "--mixed-precision", "bfloat16", "--run-dir", str(run_dir))
+    result = run_trainer(model, *flags, "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert np.isfinite(metrics["acc"]) and metrics["steps"] > 0
-    config = json.loads((run_dir / "config.json").read_text())
-    assert config["jit"] is True and config["mixed_precision"] == "bfloat16"
-
     import tensorflow as tf
+
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["jit"] == ("--jit" in flags) and config["mixed_precision"] == flags[-1]
+    if flags[-1] == "float16":
+        reader = tf_reader(run_dir)
+        assert any("loss_scale" in name for name in reader.get_variable_to_shape_map())
 
     enet = tf.saved_model.load(str(run_dir / "export" / f"{model}_enet" / "1"))
     out = enet.signatures["serving_default"](images=tf.zeros((3, 8, 8, 1)))

@@ -62,9 +62,10 @@ def base_parser(model_name, description):
     group = parser.add_argument_group("speed, reproducibility and divergence")
     group.add_argument("--jit", action=argparse.BooleanOptionalAction, default=False,
                        help="XLA-compile the training steps (jit_compile); on a CPU often slower, see benchmarks/")
-    group.add_argument("--mixed-precision", choices=["off", "bfloat16"], default="off",
-                       help="compute in bfloat16 with float32 weights (Keras mixed_bfloat16 policy); outputs and "
-                            "losses stay float32. Faster on CPUs with AVX512-BF16 and on recent GPUs")
+    group.add_argument("--mixed-precision", choices=["off", "bfloat16", "float16"], default="off",
+                       help="compute in bfloat16 or float16 with float32 weights (Keras mixed_* policies; float16 "
+                            "with dynamic loss scaling); outputs and losses stay float32. float16 is for GPUs; "
+                            "bfloat16 for recent GPUs and CPUs with AVX512-BF16")
     group.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False,
                        help="TensorFlow op determinism: the same seed on the same machine gives the same run "
                             "(slower on GPU)")

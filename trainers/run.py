@@ -38,8 +38,8 @@ class Run:
         import keras
 
         # Before the trainer builds its model: layers take the policy when they are made.
-        keras.mixed_precision.set_global_policy(
-            "mixed_bfloat16" if getattr(args, "mixed_precision", "off") == "bfloat16" else "float32")
+        precision = getattr(args, "mixed_precision", "off")
+        keras.mixed_precision.set_global_policy("float32" if precision == "off" else f"mixed_{precision}")
         self.global_step = tf.Variable(0, dtype=tf.int64, name="global_step")
         self.timings = {}
         self.started = time.time()

@@ -28,7 +28,13 @@ def replica_slice(draw, local_batch, seed):
     return full[replica_id * local_batch : (replica_id + 1) * local_batch]
 
 
-def apply_if_finite(updates, loss=None):
+# Dynamic loss scaling for float16 (as keras.optimizers.LossScaleOptimizer): start high,
+# halve on every overflow, double after this many finite steps in a row.
+LOSS_SCALE_INITIAL = 2.0**15
+LOSS_SCALE_GROWTH_STEPS = 2000
+
+
+def apply_if_finite(updates, loss=None, loss_scale=None):
     """Applies `updates`, a list of (optimizer, gradients, variables), only if the loss and
     every gradient are finite on every replica; otherwise none of them (all or nothing).
 
@@ -36,6 +42,7 @@ def apply_if_finite(updates, loss=None):
     counters do not advance on a skipped step. Keras optimizers synchronise replicas
     with `merge_call`, which may not sit inside a `cond` in a replica context, so the
     `cond` runs in cross-replica context (as keras.optimizers.LossScaleOptimizer does).
+    `loss_scale` = (scale, finite steps in a row) variables of float16 training, updated here.
     """
     checked = [g for _, grads, _ in updates for g in grads if g is not None]
     if loss is not None:
@@ -53,6 +60,12 @@ def apply_if_finite(updates, loss=None):
         finite = distribution.experimental_local_results(finite)[0]  # equal on all replicas (all-reduced)
         tf.cond(finite, lambda: distribution.extended.call_for_each_replica(apply_each, args=(pairs,)),
                 lambda: None)
+        if loss_scale is not None:
+            scale, streak = loss_scale
+            streak_now = tf.where(finite, streak + 1, tf.zeros_like(streak))
+            grow = streak_now >= LOSS_SCALE_GROWTH_STEPS
+            scale.assign(tf.where(finite, tf.where(grow, scale * 2.0, scale), scale / 2.0))
+            streak.assign(tf.where(grow, tf.zeros_like(streak), streak_now))
 
     pairs = [(list(grads), list(variables)) for _, grads, variables in updates]
     context.merge_call(in_cross_replica, args=(finite, pairs))
@@ -82,6 +95,11 @@ class ClusterModel(keras.Model):
         self.latent_dim = int(latent_dim)
         self.architecture = architecture
         self.seed = int(seed)
+        # float16 gradients underflow without loss scaling; bfloat16 has float32's range.
+        self.loss_scale = None
+        if keras.mixed_precision.global_policy().name == "mixed_float16":
+            self.loss_scale = keras.Variable(LOSS_SCALE_INITIAL, dtype="float32", trainable=False, name="loss_scale")
+            self.loss_scale_streak = keras.Variable(0, dtype="int64", trainable=False, name="loss_scale_streak")
 
     def get_config(self):
         config = super().get_config()
@@ -124,6 +142,19 @@ class ClusterModel(keras.Model):
         return self.cluster_probs(x)
 
     # -- helpers for train steps --------------------------------------------------
+    def gradients(self, tape, loss, variables):
+        """tape.gradient(loss, variables), through the loss scale under mixed float16."""
+        if self.loss_scale is None:
+            return tape.gradient(loss, variables)
+        scale = tf.convert_to_tensor(self.loss_scale)
+        grads = tape.gradient(loss, variables, output_gradients=tf.cast(scale, loss.dtype))
+        return [None if g is None else g / tf.cast(scale, g.dtype) for g in grads]
+
+    def apply_updates(self, updates, loss):
+        """`apply_if_finite` of this model: all (optimizer, gradients, variables) or none."""
+        scale = None if self.loss_scale is None else (self.loss_scale, self.loss_scale_streak)
+        return apply_if_finite(updates, loss, loss_scale=scale)
+
     def step_seed(self, counter, stream):
         """Stateless seed of noise stream `stream` at optimizer step `counter`."""
         counter = tf.cast(counter, tf.int64)

@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import losses
-from zoo.base import ClusterModel, apply_if_finite, replica_slice
+from zoo.base import ClusterModel, replica_slice
 from zoo.networks import build_classifier, build_generator
 
 
@@ -194,8 +194,8 @@ class ClusterGAN(ClusterModel):
             penalty = losses.gradient_penalty(self.critic_scores, x, fake, epsilon)
             d_per_example = wasserstein + self.gp_weight * penalty
             d_loss = losses.replica_mean(d_per_example)
-        grads = tape.gradient(d_loss, self.critic.trainable_variables)
-        apply_if_finite([(self.d_optimizer, grads, self.critic.trainable_variables)], d_loss)
+        grads = self.gradients(tape, d_loss, self.critic.trainable_variables)
+        self.apply_updates([(self.d_optimizer, grads, self.critic.trainable_variables)], d_loss)
 
         # Unscaled means over this replica's batch; the trainer averages replicas.
         return {
@@ -227,8 +227,8 @@ class ClusterGAN(ClusterModel):
             g_per_example = adversarial + self.beta_n * zn_error + self.beta_c * c_error
             g_loss = losses.replica_mean(g_per_example)
         g_vars, e_vars = self.generator.trainable_variables, self.encoder.trainable_variables
-        grads = tape.gradient(g_loss, g_vars + e_vars)
-        apply_if_finite([(self.g_optimizer, grads[: len(g_vars)], g_vars),
+        grads = self.gradients(tape, g_loss, g_vars + e_vars)
+        self.apply_updates([(self.g_optimizer, grads[: len(g_vars)], g_vars),
                          (self.e_optimizer, grads[len(g_vars) :], e_vars)], g_loss)
 
         hits = tf.cast(tf.equal(tf.argmax(c_logits, -1, output_type=tf.int32), c), tf.float32)

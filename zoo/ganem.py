@@ -26,7 +26,7 @@ import keras
 import tensorflow as tf
 
 from zoo import losses
-from zoo.base import ClusterModel, apply_if_finite
+from zoo.base import ClusterModel
 from zoo.networks import build_classifier, build_generator
 
 
@@ -150,8 +150,8 @@ class GANEM(ClusterModel):
                          else losses.fake_class_discriminator_loss)
             d_real, d_fake = d_loss_fn(real_logits, w, fake_logits)
             d_loss = losses.replica_mean(d_real + d_fake)
-        grads = tape.gradient(d_loss, self.discriminator.trainable_variables)
-        apply_if_finite([(self.d_optimizer, grads, self.discriminator.trainable_variables)], d_loss)
+        grads = self.gradients(tape, d_loss, self.discriminator.trainable_variables)
+        self.apply_updates([(self.d_optimizer, grads, self.discriminator.trainable_variables)], d_loss)
 
         # Phase 2: generator. G(., c) should be taken for real by head c (paper), or
         # be classified as class c (authors' code).
@@ -168,8 +168,8 @@ class GANEM(ClusterModel):
             else:
                 g_per_example = losses.nonsaturating_generator_loss(head_logit)
             g_loss = losses.replica_mean(g_per_example)
-        grads = tape.gradient(g_loss, self.generator.trainable_variables)
-        apply_if_finite([(self.g_optimizer, grads, self.generator.trainable_variables)], g_loss)
+        grads = self.gradients(tape, g_loss, self.generator.trainable_variables)
+        self.apply_updates([(self.g_optimizer, grads, self.generator.trainable_variables)], g_loss)
 
         # Unscaled means over this replica's batch; the trainer averages replicas.
         return {
@@ -203,8 +203,8 @@ class GANEM(ClusterModel):
                 labelled_logits, _ = self.enet(x_l, training=True)
                 labelled_per_example = losses.sparse_cross_entropy(y_l, labelled_logits)
                 e_loss += losses.replica_mean(labelled_per_example)
-        grads = tape.gradient(e_loss, self.enet.trainable_variables)
-        apply_if_finite([(self.e_optimizer, grads, self.enet.trainable_variables)], e_loss)
+        grads = self.gradients(tape, e_loss, self.enet.trainable_variables)
+        self.apply_updates([(self.e_optimizer, grads, self.enet.trainable_variables)], e_loss)
 
         hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), c), tf.float32)
         out = {"e_loss": tf.reduce_mean(e_per_example), "e_acc_fake": tf.reduce_mean(hits)}
