@@ -72,3 +72,20 @@ def scatter_png(points, colours, path, title=None, legend_title=None):
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def curve_png(xs, series, path, xlabel, title=None):
+    """One line per named series {label: [y per x]} against `xs` (e.g. GM-GAN's quality
+    and diversity against the sampling scale s)."""
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for label, ys in series.items():
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_xticks(list(xs))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

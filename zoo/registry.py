@@ -3,7 +3,7 @@
 import importlib
 
 # zoo name -> "module:Class"; imported on demand so `import zoo` stays light.
-MODELS = {"ganem": "zoo.ganem:GANEM", "clustergan": "zoo.clustergan:ClusterGAN"}
+MODELS = {"ganem": "zoo.ganem:GANEM", "clustergan": "zoo.clustergan:ClusterGAN", "gmgan": "zoo.gmgan:GMGAN"}
 
 
 def model_class(name):

@@ -1,0 +1,214 @@
+"""Train GM-GAN: `python -m trainers.gmgan [--dataset mnist5k] [--clusters 10] [--supervised] ...`.
+
+A GAN whose latent z is drawn from a mixture of K Gaussians (means at random from the
+seed; `--latent dynamic` trains means and sigmas with G, `static` keeps them). Every
+GAN iteration is one discriminator and one generator update on a batch of real data;
+every `--enet-every` iterations the E-net, a classifier, takes one step on generated
+pairs (G(z), k), k the Gaussian z came from, and after the GAN `--final-enet-steps`
+more. The E-net, applied to real data, is the clustering (ACC/NMI/ARI are computed
+every `--eval-every` iterations and at the end). `--supervised` makes k the class
+label, with a discriminator that judges (x, k) pairs.
+
+After training, on labelled data, a reference classifier trained by the project on the
+dataset's labels (used only to judge, never to cluster; cached) scores generated
+samples at every sampling scale s in {0.25, 0.5, 0.75, 1, 1.5, 2} (each sigma_k times
+s): quality (mean top-class confidence), diversity (normalised entropy of the mean
+class distribution) and FD-classifier (Frechet distance of its features; not FID).
+metrics.json has them at s = 1 and as `scale_curve`; scale_curve.png plots them and
+scale_samples.png shows the same noise at every s. The exported generator's `sample`
+signature takes `scale`.
+
+Every optimizer update counts as one step (a GAN iteration is one step: D and G).
+"""
+
+import sys
+import time
+
+import numpy as np
+
+from trainers import common
+
+# Sized for a 2-core CPU: a GAN iteration (D + G, batch 64, mnist5k) takes ~190 ms and an
+# E-net update ~85 ms, so 2,500 iterations, 1,250 interleaved and 500 final E-net
+# updates, 11 evaluations and the scale curve take about 11 minutes.
+DEFAULTS = dict(gan_steps=2500, enet_every=2, final_enet_steps=500, latent_dim=32, mean_range=1.0, sigma=0.25,
+                lr=2e-4, e_lr=2e-4, score_samples=2000)
+
+
+def build_parser():
+    parser = common.base_parser("gmgan", __doc__.split("\n\n")[0].split(": ", 1)[-1] + "\n\n"
+                                + __doc__.split("\n\n", 1)[1])
+    group = parser.add_argument_group("GM-GAN")
+    group.add_argument("--gan-steps", type=int, default=DEFAULTS["gan_steps"],
+                       help="training length in GAN iterations (each = one D and one G update)")
+    group.add_argument("--latent", choices=["dynamic", "static"], default="dynamic",
+                       help="dynamic: means and sigmas of the Gaussians are trained with G; static: fixed")
+    group.add_argument("--supervised", action="store_true",
+                       help="the Gaussian is the class label (all labels of the dataset are used); D is "
+                            "conditional, and G(z) of Gaussian k draws class k")
+    group.add_argument("--latent-dim", type=int, default=DEFAULTS["latent_dim"], help="dimension of z")
+    group.add_argument("--mean-range", type=float, default=DEFAULTS["mean_range"],
+                       help="initial means mu_k ~ U(-r, r)^d")
+    group.add_argument("--sigma", type=float, default=DEFAULTS["sigma"], help="initial sigma of every Gaussian")
+    group.add_argument("--lr", type=float, default=DEFAULTS["lr"],
+                       help="learning rate of G (with the mixture) and D (Adam, beta1 0.5)")
+    group.add_argument("--e-lr", type=float, default=DEFAULTS["e_lr"], help="learning rate of the E-net")
+    group.add_argument("--enet-every", type=int, default=DEFAULTS["enet_every"],
+                       help="one E-net update every N GAN iterations (0: none until the GAN is trained)")
+    group.add_argument("--final-enet-steps", type=int, default=DEFAULTS["final_enet_steps"],
+                       help="E-net updates on the final generator, after the GAN iterations")
+    group.add_argument("--enet-scale", type=float, default=1.0,
+                       help="sampling scale s of the generated pairs the E-net learns from")
+    group.add_argument("--score-samples", type=int, default=DEFAULTS["score_samples"],
+                       help="generated samples per scale for the quality/diversity/FD-classifier scores "
+                            "(0: no scores)")
+    group.add_argument("--eval-every", type=int, default=None,
+                       help="evaluate and log a history line every N GAN iterations (None: gan_steps / 10)")
+    group.add_argument("--architecture", choices=["auto", "conv", "mlp"], default="auto",
+                       help="networks: auto picks conv for square images, mlp for vectors and small images")
+    return parser
+
+
+def validate(args, dataset):
+    for flag in ("gan_steps", "latent_dim"):
+        if getattr(args, flag) < 1:
+            raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
+    for flag in ("enet_every", "final_enet_steps", "score_samples"):
+        if getattr(args, flag) < 0:
+            raise common.UsageError(f"--{flag.replace('_', '-')} must be >= 0 (got {getattr(args, flag)})")
+    if args.eval_every is not None and args.eval_every < 1:
+        raise common.UsageError(f"--eval-every must be positive (got {args.eval_every})")
+    for flag in ("mean_range", "sigma", "lr", "e_lr", "enet_scale"):
+        if not getattr(args, flag) > 0:
+            raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
+    if args.labels:
+        raise common.UsageError("GM-GAN has no semi-supervised mode: --labels is not supported (use --supervised "
+                                "for the supervised variant, or trainers.ganem)")
+    if args.supervised:
+        if dataset.y is None:
+            raise common.UsageError(f"--supervised needs labels, and dataset {dataset.name!r} has none")
+        if args.clusters != dataset.num_classes:
+            raise common.UsageError(f"--supervised: --clusters must equal the number of classes "
+                                    f"({dataset.num_classes}), got {args.clusters}")
+    common.zoo_data.check_num_clusters(args.clusters, len(dataset))
+    if args.batch_size > len(dataset):
+        raise common.UsageError(f"--batch-size {args.batch_size} exceeds the number of samples ({len(dataset)})")
+
+
+def schedule(step, gan_steps, enet_every):
+    """What optimizer step number `step` (0-based) is: ("gan" | "enet", GAN iterations done
+    before it). GAN iterations come in blocks of `enet_every` followed by one E-net update;
+    after the last block, only E-net updates."""
+    block = enet_every + 1 if enet_every else None
+    interleaved = gan_steps + (gan_steps // enet_every if enet_every else 0)
+    if step >= interleaved:
+        return "enet", gan_steps
+    if block is None:
+        return "gan", step
+    blocks, offset = divmod(step, block)
+    done = blocks * enet_every + min(offset, enet_every)
+    return ("gan" if offset < enet_every else "enet"), done
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = common.parse_args(parser, argv, "gmgan")
+    dataset = common.zoo_data.load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
+    validate(args, dataset)
+
+    import keras
+    import tensorflow as tf
+
+    from trainers import plots
+    from trainers.run import Run
+    from zoo.gmgan import GMGAN, SCALES, balanced_samples, scale_curve
+
+    keras.utils.set_random_seed(args.seed)
+    run = Run(args, "gmgan", dataset)
+    x, y, k = dataset.x, dataset.y, args.clusters
+
+    # -- model and optimizers ------------------------------------------------------------
+    with run.strategy.scope():
+        model = GMGAN(dataset.input_shape, k, latent_dim=args.latent_dim, mean_range=args.mean_range,
+                      sigma=args.sigma, latent=args.latent, supervised=args.supervised,
+                      e_batch_size=args.batch_size, architecture=args.architecture, seed=args.seed)
+        adam = lambda lr: keras.optimizers.Adam(lr, beta_1=0.5)  # noqa: E731
+        model.compile(g_optimizer=adam(args.lr), d_optimizer=adam(args.lr), e_optimizer=adam(args.e_lr))
+    run.track(model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer, e_optimizer=model.e_optimizer)
+
+    gan_step = run.replicated_step(model.train_step)
+    enet_step = run.replicated_step(lambda: model.enet_train_step(scale=args.enet_scale))
+
+    def evaluate():
+        probs = run.posteriors()
+        report = run.evaluate(probs) if y is not None else {}
+        report["cluster_sizes"] = np.bincount(probs.argmax(1), minlength=k).tolist()
+        return report, probs.argmax(1)
+
+    # -- GAN iterations with interleaved E-net updates, then the final E-net updates ----------
+    gan_total = args.gan_steps
+    total = gan_total + (gan_total // args.enet_every if args.enet_every else 0) + args.final_enet_steps
+    eval_every = args.eval_every or max(1, gan_total // 10)
+    limit = total if args.max_steps is None else min(total, args.max_steps)
+    run.progress(limit)
+    arrays = (x, y.astype(np.int32)) if args.supervised else (x,)
+    # Reseeded by the start step, so a resumed run does not replay the same batches.
+    batches = common.distributed_batches(run.strategy, arrays, args.batch_size, args.seed + run.step)
+    try:
+        while run.step < limit:
+            phase, done = schedule(run.step, gan_total, args.enet_every)
+            tick = time.perf_counter()
+            if phase == "gan":
+                values = gan_step(batches)
+                description = f"GAN {done + 1}/{gan_total}"
+            else:
+                values = enet_step()
+                description = f"E-net (after GAN {done}/{gan_total})"
+            values = run.step_done(phase, description, values, time.perf_counter() - tick)
+
+            if phase == "gan" and (done + 1) % eval_every == 0:
+                report, _ = evaluate()
+                report.update(gan_step=done + 1, step=run.step, **values)
+                text = f"GAN iteration {done + 1}/{gan_total}: {common.format_metrics(report)}"
+                text += f"  (D(real) {values['d_real']:.2f}, D(fake) {values['d_fake']:.2f}, sigma {values['sigma']:.3f})"
+                run.log_iteration(report, text)
+                run.save()
+    except KeyboardInterrupt:
+        return run.interrupted()
+
+    # -- final evaluation, quality/diversity against the scale, figures, export --------------
+    report, predictions = evaluate()
+    extra = {}
+    if run.chief and y is not None and args.score_samples:
+        from zoo.reference import ReferenceClassifier
+
+        reference = ReferenceClassifier.for_dataset(dataset, seed=0)
+        curve = scale_curve(model, reference, x, SCALES, n=args.score_samples, seed=args.seed)
+        at_one = next(point for point in curve if point["scale"] == 1.0)
+        extra = dict(quality=at_one["quality"], diversity=at_one["diversity"], fd_classifier=at_one["fd_classifier"],
+                     scale_curve=curve, reference_held_out_accuracy=reference.held_out_accuracy)
+        run.scalars("scores", {key: float(extra[key]) for key in ("quality", "diversity", "fd_classifier")})
+        plots.curve_png([p["scale"] for p in curve],
+                        {"quality": [p["quality"] for p in curve], "diversity": [p["diversity"] for p in curve]},
+                        run.dir / "scale_curve.png", xlabel="sampling scale s (sigma_k x s)",
+                        title=f"GM-GAN on {dataset.name}: reference-classifier scores")
+        print("scale s:   " + "  ".join(f"{p['scale']:>6.2f}" for p in curve))
+        print("quality:   " + "  ".join(f"{p['quality']:>6.3f}" for p in curve))
+        print("diversity: " + "  ".join(f"{p['diversity']:>6.3f}" for p in curve))
+        print("FD-clf:    " + "  ".join(f"{p['fd_classifier']:>6.2f}" for p in curve))
+    if run.chief and dataset.kind == "image":
+        grid = np.stack([balanced_samples(model, 2 * k, scale=s, seed=args.seed) for s in SCALES])
+        plots.sample_grid(grid, run.dir / "scale_samples.png",
+                          title="rows: s = " + ", ".join(f"{s:g}" for s in SCALES) + "; columns: Gaussian 0..K-1 x2")
+    with run.strategy.scope():
+        sigmas = model.sigmas().numpy()
+    title = "GM-GAN" + (" (supervised)" if args.supervised else "")
+    run.finish(report, title, predictions=predictions, latent=args.latent, supervised=args.supervised,
+               sigma_mean=float(sigmas.mean()), sigma_min=float(sigmas.min()), sigma_max=float(sigmas.max()),
+               gan_steps_done=schedule(run.step, gan_total, args.enet_every)[1], **extra,
+               history=run.history("gan_step"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(common.run_main(main, "gmgan"))
