@@ -24,9 +24,11 @@ def run_trainer(model, *args, timeout=240):
                            "--quiet", *SMALL[model], *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
-@pytest.mark.parametrize("model, flags", [("ganem", ["--jit", "--mixed-precision", "bfloat16"]),
-                                          ("clustergan", ["--jit", "--mixed-precision", "bfloat16"]),
-                                          ("ganem", ["--mixed-precision", "float16"])])
+@pytest.mark.parametrize("model, flags", [
+    ("ganem", ["--jit", "--mixed-precision", "bfloat16"]),
+    pytest.param("clustergan", ["--jit", "--mixed-precision", "bfloat16"], marks=pytest.mark.slow),
+    pytest.param("ganem", ["--mixed-precision", "float16"], marks=pytest.mark.slow),
+])
 def test_jit_and_mixed_precision_train_and_export_float32_servables(model, flags, tmp_path):
     run_dir = tmp_path / "run"
     result = run_trainer(model, *flags, "--run-dir", str(run_dir))
