@@ -3,7 +3,8 @@
 Rebuilds the model from RUN_DIR/model.json, restores the newest checkpoint under
 RUN_DIR/checkpoints and writes its E-net classifier and conditional generator in
 TF Serving layout under BASE (a new version next to any there). With --hub it also
-writes BASE/<model>.tar.gz, the export as a TF Hub-style compressed handle.
+writes BASE/<model>.tar.gz, the export as a TF Hub-style compressed handle; with
+--preset, BASE/<model>_preset/ (config.json, model.weights.h5, metadata.json).
 """
 
 import argparse
@@ -26,6 +27,8 @@ def parse_args(argv):
     parser.add_argument("--run", required=True, help="run directory of a trainer (holds model.json, checkpoints/)")
     parser.add_argument("--out", required=True, help="export base directory (TF Serving model base paths)")
     parser.add_argument("--hub", action="store_true", help="also write OUT/<model>.tar.gz for zoo.load(handle)")
+    parser.add_argument("--preset", action="store_true",
+                        help="also write OUT/<model>_preset/, a Keras preset (keras-hub layout) for zoo.load")
     return parser.parse_args(argv)
 
 
@@ -79,6 +82,14 @@ def main(argv=None):
         print(f"{name}: {path}")
     if args.hub:
         print(f"hub tarball: {write_hub_tarball(args.out, model.zoo_name)}")
+    if args.preset:
+        from zoo.hub import HubError, save_preset
+
+        try:
+            print(f"keras preset: {save_preset(model, Path(args.out) / f'{model.zoo_name}_preset', metadata)}")
+        except HubError as err:
+            print(f"export: error: {err}", file=sys.stderr)
+            return 2
     return 0
 
 

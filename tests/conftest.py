@@ -28,3 +28,10 @@ def two_cpu_strategy():
     if len(tf.config.list_logical_devices("CPU")) < 2:
         pytest.skip("TensorFlow initialised before the CPU could be split")
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_zoo_cache(tmp_path_factory):
+    """Tests never read or fill the user's cache (reference classifiers, Hub downloads);
+    trainers started as subprocesses inherit the setting."""
+    os.environ["ZOO_CACHE_DIR"] = str(tmp_path_factory.mktemp("zoo-cache"))

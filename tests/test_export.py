@@ -110,8 +110,8 @@ def test_export_command_rebuilds_a_checkpointed_run(tmp_path):
     run_dir = tmp_path / "run"
     assert run_trainer(*SMALL, "--max-steps", "6", "--run-dir", str(run_dir), "--no-export").returncode == 0
     out = tmp_path / "served"
-    result = subprocess.run([sys.executable, "-m", "export", "--run", str(run_dir), "--out", str(out), "--hub"],
-                            capture_output=True, text=True, timeout=240)
+    result = subprocess.run([sys.executable, "-m", "export", "--run", str(run_dir), "--out", str(out), "--hub",
+                             "--preset"], capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "ganem_enet" / "1" / "saved_model.pb").exists() and (out / "ganem.tar.gz").stat().st_size > 0
     info = json.loads((out / "ganem_enet" / "1" / "assets.extra" / "zoo.json").read_text())
@@ -124,6 +124,12 @@ def test_export_command_rebuilds_a_checkpointed_run(tmp_path):
     enet = tf.saved_model.load(str(out / "ganem_enet" / "1")).signatures["serving_default"]
     clusters = enet(images=tf.constant(x))["cluster"].numpy()
     assert np.bincount(clusters, minlength=10).tolist() == metrics["cluster_sizes"]
+    # The Keras preset and the tarball load back through zoo.load and cluster the same way.
+    import zoo
+
+    for handle in (out / "ganem_preset", f"file://{out / 'ganem.tar.gz'}"):
+        loaded = zoo.load(handle)
+        np.testing.assert_array_equal(np.argmax(loaded.cluster_probs(x[:200]), 1), clusters[:200])
     bad = subprocess.run([sys.executable, "-m", "export", "--run", str(tmp_path), "--out", str(out)],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not a run directory" in bad.stderr

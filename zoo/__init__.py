@@ -1,3 +1,10 @@
 """A Keras 3 zoo of GAN-based clustering models."""
 
 __version__ = "0.1.0"
+
+
+def load(handle, model=None):
+    """A trained model from a directory, file://, http(s)://...tar.gz or preset name (see zoo.hub)."""
+    from zoo.hub import load as hub_load
+
+    return hub_load(handle, model=model)
