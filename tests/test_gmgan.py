@@ -64,7 +64,7 @@ def test_means_are_seeded_uniform_and_sigma_starts_as_given():
     assert not np.allclose(a.means.numpy(), c.means.numpy())
     means = GMGAN(SHAPE, 5, latent_dim=50, mean_range=0.5, seed=7).means.numpy()
     assert means.shape == (5, 50) and np.all(np.abs(means) <= 0.5) and means.std() > 0.2
-    np.testing.assert_allclose(a.sigmas().numpy(), np.full(5, 0.25), rtol=1e-6)
+    np.testing.assert_allclose(a.sigmas().numpy(), np.full(5, 1.0), rtol=1e-6)
     # dynamic: mu and sigma are trainable and trained by G's optimizer; static: neither.
     assert a.means.trainable and a.log_sigmas.trainable and len(a.generator_variables) == len(
         a.generator.trainable_variables) + 2
@@ -260,6 +260,18 @@ def test_cli_supervised_on_synthetic_vectors(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["supervised"] is True and metrics["latent"] == "static" and metrics["steps"] == 6
     assert "quality" not in metrics  # --score-samples 0
+
+
+@pytest.mark.slow  # XLA compilation alone takes most of a minute on 2 cores
+def test_cli_with_jit_and_bfloat16_exports_float32(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_gmgan("--dataset", "digits", "--gan-steps", "2", "--final-enet-steps", "1", "--jit",
+                       "--mixed-precision", "bfloat16", "--score-samples", "0", "--run-dir", str(run_dir), "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    generator = tf.saved_model.load(str(run_dir / "export" / "gmgan_generator" / "1")).signatures["sample"]
+    images = generator(cluster=tf.constant([0, 1], tf.int64), seed=tf.constant(1, tf.int64),
+                       scale=tf.constant(0.5))["images"]
+    assert images.dtype == tf.float32 and images.shape == (2, 8, 8, 1)
 
 
 @pytest.mark.parametrize("args, expected", [

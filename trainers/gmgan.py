@@ -31,8 +31,8 @@ from trainers import common
 # Sized for a 2-core CPU: a GAN iteration (D + G, batch 64, mnist5k) takes ~190 ms and an
 # E-net update ~85 ms, so 2,500 iterations, 1,250 interleaved and 500 final E-net
 # updates, 11 evaluations and the scale curve take about 11 minutes.
-DEFAULTS = dict(gan_steps=2500, enet_every=2, final_enet_steps=500, latent_dim=32, mean_range=1.0, sigma=0.25,
-                lr=2e-4, e_lr=2e-4, score_samples=2000)
+DEFAULTS = dict(gan_steps=2500, enet_every=2, final_enet_steps=500, latent_dim=32, mean_range=1.0, sigma=1.0,
+                lr=2e-4, g_lr=1e-3, e_lr=2e-4, score_samples=2000)
 
 
 def build_parser():
@@ -50,8 +50,9 @@ def build_parser():
     group.add_argument("--mean-range", type=float, default=DEFAULTS["mean_range"],
                        help="initial means mu_k ~ U(-r, r)^d")
     group.add_argument("--sigma", type=float, default=DEFAULTS["sigma"], help="initial sigma of every Gaussian")
-    group.add_argument("--lr", type=float, default=DEFAULTS["lr"],
-                       help="learning rate of G (with the mixture) and D (Adam, beta1 0.5)")
+    group.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="learning rate of D (Adam, beta1 0.5)")
+    group.add_argument("--g-lr", type=float, default=DEFAULTS["g_lr"],
+                       help="learning rate of G and, when dynamic, of the means and sigmas (Adam, beta1 0.5)")
     group.add_argument("--e-lr", type=float, default=DEFAULTS["e_lr"], help="learning rate of the E-net")
     group.add_argument("--enet-every", type=int, default=DEFAULTS["enet_every"],
                        help="one E-net update every N GAN iterations (0: none until the GAN is trained)")
@@ -78,7 +79,7 @@ def validate(args, dataset):
             raise common.UsageError(f"--{flag.replace('_', '-')} must be >= 0 (got {getattr(args, flag)})")
     if args.eval_every is not None and args.eval_every < 1:
         raise common.UsageError(f"--eval-every must be positive (got {args.eval_every})")
-    for flag in ("mean_range", "sigma", "lr", "e_lr", "enet_scale"):
+    for flag in ("mean_range", "sigma", "lr", "g_lr", "e_lr", "enet_scale"):
         if not getattr(args, flag) > 0:
             raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
     if args.labels:
@@ -133,7 +134,7 @@ def main(argv=None):
                       sigma=args.sigma, latent=args.latent, supervised=args.supervised,
                       e_batch_size=args.batch_size, architecture=args.architecture, seed=args.seed)
         adam = lambda lr: keras.optimizers.Adam(lr, beta_1=0.5)  # noqa: E731
-        model.compile(g_optimizer=adam(args.lr), d_optimizer=adam(args.lr), e_optimizer=adam(args.e_lr))
+        model.compile(g_optimizer=adam(args.g_lr), d_optimizer=adam(args.lr), e_optimizer=adam(args.e_lr))
     run.track(model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer, e_optimizer=model.e_optimizer)
 
     gan_step = run.replicated_step(model.train_step)

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import losses
-from zoo.base import ClusterModel, apply_if_finite
+from zoo.base import ClusterModel, replica_slice
 from zoo.networks import build_classifier, build_generator
 
 # sigma_k is exp(log sigma_k) floored here, so a dynamic sigma cannot collapse to 0.
@@ -66,7 +66,7 @@ class GMGAN(ClusterModel):
         num_clusters=10,
         latent_dim=32,
         mean_range=1.0,
-        sigma=0.25,
+        sigma=1.0,
         latent="dynamic",
         supervised=False,
         e_batch_size=64,
@@ -114,12 +114,13 @@ class GMGAN(ClusterModel):
         return config
 
     def compile(self, g_optimizer=None, d_optimizer=None, e_optimizer=None, **kwargs):
-        """Optimizers default to DCGAN's Adam(2e-4, beta1 0.5) for G (with mu, sigma), D and E."""
+        """Optimizers default to Adam(beta1 0.5): 1e-3 for G (with mu, sigma), 2e-4 for D and E
+        (InfoGAN's MNIST rates; with G at D's rate, G collapsed each Gaussian to one image)."""
         super().compile(**kwargs)
-        adam = lambda: keras.optimizers.Adam(2e-4, beta_1=0.5)  # noqa: E731
-        self.g_optimizer = g_optimizer or adam()
-        self.d_optimizer = d_optimizer or adam()
-        self.e_optimizer = e_optimizer or adam()
+        adam = lambda lr: keras.optimizers.Adam(lr, beta_1=0.5)  # noqa: E731
+        self.g_optimizer = g_optimizer or adam(1e-3)
+        self.d_optimizer = d_optimizer or adam(2e-4)
+        self.e_optimizer = e_optimizer or adam(2e-4)
         # Only self.optimizer is built by Keras; build the others here, inside the
         # strategy scope, or their slots become placeholders under tf.distribute.
         self.g_optimizer.build(self.generator_variables)
@@ -196,7 +197,7 @@ class GMGAN(ClusterModel):
             d_real, d_fake = tf.math.softplus(-real_logit), tf.math.softplus(fake_logit)
             d_loss = losses.replica_mean(d_real + d_fake)
         d_vars = self.discriminator.trainable_variables
-        apply_if_finite([(self.d_optimizer, tape.gradient(d_loss, d_vars), d_vars)], d_loss)
+        self.apply_updates([(self.d_optimizer, self.gradients(tape, d_loss, d_vars), d_vars)], d_loss)
 
         # Phase 2: generator, non-saturating -log D(G(z)). In the dynamic variant the
         # gradient also moves mu_c and sigma_c through z = mu_c + sigma_c eps.
@@ -206,7 +207,7 @@ class GMGAN(ClusterModel):
             g_per_example = losses.nonsaturating_generator_loss(fake_logit)
             g_loss = losses.replica_mean(g_per_example)
         g_vars = self.generator_variables
-        apply_if_finite([(self.g_optimizer, tape.gradient(g_loss, g_vars), g_vars)], g_loss)
+        self.apply_updates([(self.g_optimizer, self.gradients(tape, g_loss, g_vars), g_vars)], g_loss)
 
         # Unscaled means over this replica's batch; the trainer averages replicas.
         return {
@@ -224,7 +225,9 @@ class GMGAN(ClusterModel):
         batch = max(self.e_batch_size // replicas, 1)
         step = tf.identity(self.e_optimizer.iterations)
 
-        c = self.draw_balanced_clusters(batch, self.step_seed(step, 4))
+        # Every component equally often, in a fixed order (the loss is a mean, so order does
+        # not matter; `draw_balanced_clusters` shuffles, which XLA cannot compile on a CPU).
+        c = replica_slice(lambda n, _: tf.range(n, dtype=tf.int32) % self.num_clusters, batch, None)
         eps = self.draw_noise(batch, self.step_seed(step, 5))
         fake = self._generator(self.latent_code(eps, c, scale), training=False)
         with tf.GradientTape() as tape:
@@ -232,7 +235,7 @@ class GMGAN(ClusterModel):
             e_per_example = losses.sparse_cross_entropy(c, logits)
             e_loss = losses.replica_mean(e_per_example)
         e_vars = self.enet.trainable_variables
-        apply_if_finite([(self.e_optimizer, tape.gradient(e_loss, e_vars), e_vars)], e_loss)
+        self.apply_updates([(self.e_optimizer, self.gradients(tape, e_loss, e_vars), e_vars)], e_loss)
 
         hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), c), tf.float32)
         return {"e_loss": tf.reduce_mean(e_per_example), "e_acc_fake": tf.reduce_mean(hits)}
