@@ -36,6 +36,7 @@ setup(
         "console_scripts": [
             "zoo-ganem=trainers.ganem:main",
             "zoo-clustergan=trainers.clustergan:main",
+            "zoo-gmgan=trainers.gmgan:main",
             "zoo-export=export.__main__:main",
         ]
     },
