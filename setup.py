@@ -37,6 +37,7 @@ setup(
             "zoo-ganem=trainers.ganem:main",
             "zoo-clustergan=trainers.clustergan:main",
             "zoo-gmgan=trainers.gmgan:main",
+            "zoo-kmgan=trainers.kmgan:main",
             "zoo-export=export.__main__:main",
         ]
     },

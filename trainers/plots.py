@@ -89,3 +89,21 @@ def curve_png(xs, series, path, xlabel, title=None):
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def scatter_panels_png(panels, colours, path, title=None):
+    """Several 2-D scatter plots side by side, [(subtitle, points [N, 2])], all coloured by
+    integer `colours` [N] (e.g. KM-GAN's D features during training, PCA to 2-D)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    cmap = "tab20" if np.max(colours) >= 10 else "tab10"
+    for ax, (subtitle, points) in zip(axes[0], panels):
+        points = np.asarray(points)
+        ax.scatter(points[:, 0], points[:, 1], c=colours, cmap=cmap, s=3, alpha=0.6)
+        ax.set_title(subtitle, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

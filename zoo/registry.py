@@ -3,7 +3,8 @@
 import importlib
 
 # zoo name -> "module:Class"; imported on demand so `import zoo` stays light.
-MODELS = {"ganem": "zoo.ganem:GANEM", "clustergan": "zoo.clustergan:ClusterGAN", "gmgan": "zoo.gmgan:GMGAN"}
+MODELS = {"ganem": "zoo.ganem:GANEM", "clustergan": "zoo.clustergan:ClusterGAN", "gmgan": "zoo.gmgan:GMGAN",
+          "kmgan": "zoo.kmgan:KMGAN"}
 
 
 def model_class(name):

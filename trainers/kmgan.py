@@ -1,0 +1,188 @@
+"""Train KM-GAN: `python -m trainers.kmgan [--dataset mnist5k] [--clusters 10] ...`.
+
+K-Means on the discriminator's features replaces real labels (seed 002; zoo/kmgan.py says
+how we read the paper). Before training, k-means++ and a few Lloyd iterations on the
+features of `--init-samples` real samples give the first centers. Every training step is
+the paper's three-step alternation: adversarial updates of D and G, a joint update of both
+through the center loss, and a mini-batch K-Means update of the centers; D's weights are
+clipped to [-clip, clip]. Real data are clustered by their nearest center.
+
+`--space pixel` is the paper's reduced variant (K-Means on pixels), for the feature- versus
+pixel-space comparison; `--regularizer-weight` > 0 the generalised variant. Besides the
+outputs every trainer leaves, features.png shows D's features of real data (PCA to 2-D)
+at several points of training, as the paper's Figure 2 does, and, on labelled data,
+metrics.json carries the reference classifier's judgement of generated samples
+(FD-classifier, quality, diversity, class histogram).
+"""
+
+import sys
+import time
+
+import numpy as np
+
+from trainers import common
+
+# Sized for a 2-core CPU: a step (three updates, batch 64, mnist5k conv nets) takes about
+# 0.3 s, so 2,000 steps and their evaluations take about 10 minutes.
+DEFAULTS = dict(train_steps=2000, latent_dim=62, feature_dim=64, clip=0.05, center_weight=1.0, margin=1.0,
+                center_memory=10.0, temperature=1.0, lr=2e-4, init_samples=2000)
+
+
+def build_parser():
+    parser = common.base_parser("kmgan", __doc__.split("\n\n")[0].split(": ", 1)[-1] + "\n\n"
+                                + __doc__.split("\n\n", 1)[1])
+    group = parser.add_argument_group("KM-GAN")
+    group.add_argument("--train-steps", type=int, default=DEFAULTS["train_steps"],
+                       help="training length in steps (each = D, G and center-loss updates + a center update)")
+    group.add_argument("--latent-dim", type=int, default=DEFAULTS["latent_dim"], help="dim of G's noise")
+    group.add_argument("--feature-dim", type=int, default=DEFAULTS["feature_dim"], help="m, width of D's features")
+    group.add_argument("--space", choices=["feature", "pixel"], default="feature",
+                       help="where K-Means runs: D's features (KM-GAN) or pixels (the paper's reduced variant)")
+    group.add_argument("--unconditional", action="store_true",
+                       help="the paper's unconditional G (a fake's class is its nearest center); the exported "
+                            "generator then ignores its cluster input")
+    group.add_argument("--clip", type=float, default=DEFAULTS["clip"], help="D weight clipping box (0: none)")
+    group.add_argument("--center-weight", type=float, default=DEFAULTS["center_weight"],
+                       help="weight of the center loss in the joint D+G update")
+    group.add_argument("--regularizer-weight", type=float, default=0.0,
+                       help="lambda of the generalised variant's intra/inter regularisers (0: regular KM-GAN)")
+    group.add_argument("--margin", type=float, default=DEFAULTS["margin"],
+                       help="D pushes a fake until it is this much farther (squared) from its center than real "
+                            "samples are from theirs")
+    group.add_argument("--center-memory", type=float, default=DEFAULTS["center_memory"],
+                       help="cap of mini-batch K-Means' per-center counts: lower = centers follow D faster")
+    group.add_argument("--temperature", type=float, default=DEFAULTS["temperature"],
+                       help="of the exported probabilities softmax(-squared distance / temperature)")
+    group.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="Adam learning rate of D and G (beta1 0.5)")
+    group.add_argument("--init-samples", type=int, default=DEFAULTS["init_samples"],
+                       help="real samples for the k-means++ initialisation of the centers")
+    group.add_argument("--eval-every", type=int, default=None,
+                       help="evaluate and log a history line every N steps (None: train_steps / 8)")
+    group.add_argument("--no-judge", action="store_true",
+                       help="skip the reference classifier's scores of generated samples at the end")
+    group.add_argument("--architecture", choices=["auto", "conv", "mlp"], default="auto",
+                       help="networks: auto picks conv for square images, mlp for vectors and small images")
+    return parser
+
+
+def validate(args, dataset):
+    for flag in ("train_steps", "latent_dim", "feature_dim", "init_samples"):
+        if getattr(args, flag) < 1:
+            raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
+    if args.eval_every is not None and args.eval_every < 1:
+        raise common.UsageError(f"--eval-every must be positive (got {args.eval_every})")
+    for flag in ("lr", "margin", "center_memory", "temperature"):
+        if not getattr(args, flag) > 0:
+            raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
+    for flag in ("clip", "center_weight", "regularizer_weight"):
+        if getattr(args, flag) < 0:
+            raise common.UsageError(f"--{flag.replace('_', '-')} must be >= 0 (got {getattr(args, flag)})")
+    if args.labels:
+        raise common.UsageError("KM-GAN is unsupervised: --labels is not supported (use trainers.ganem)")
+    common.zoo_data.check_num_clusters(args.clusters, len(dataset))
+    if args.batch_size > len(dataset):
+        raise common.UsageError(f"--batch-size {args.batch_size} exceeds the number of samples ({len(dataset)})")
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = common.parse_args(parser, argv, "kmgan")
+    dataset = common.zoo_data.load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
+    validate(args, dataset)
+
+    import keras
+    import tensorflow as tf
+    from sklearn.decomposition import PCA
+
+    from trainers import plots
+    from trainers.run import Run
+    from zoo.kmgan import KMGAN
+
+    keras.utils.set_random_seed(args.seed)
+    run = Run(args, "kmgan", dataset)
+    x, y, k = dataset.x, dataset.y, args.clusters
+
+    # -- model, optimizers, initial centers ------------------------------------------------
+    with run.strategy.scope():
+        model = KMGAN(dataset.input_shape, k, latent_dim=args.latent_dim, feature_dim=args.feature_dim,
+                      space=args.space, conditional=not args.unconditional, clip=args.clip,
+                      center_weight=args.center_weight, regularizer_weight=args.regularizer_weight,
+                      temperature=args.temperature, center_memory=args.center_memory, margin=args.margin,
+                      architecture=args.architecture, seed=args.seed)
+        adam = lambda: keras.optimizers.Adam(args.lr, beta_1=0.5)  # noqa: E731
+        model.compile(g_optimizer=adam(), d_optimizer=adam())
+    run.track(model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer)
+    if not args.resume:  # a resumed run has its centers from the checkpoint
+        sample = np.random.default_rng(args.seed).permutation(len(x))[: args.init_samples]
+        model.init_centers(x[sample])
+
+    train_step = run.replicated_step(model.train_step)
+    features_of = tf.function(model.features, reduce_retracing=True)
+    shown = np.random.default_rng(args.seed).permutation(len(x))[:2000]
+    snapshots = []
+
+    def snapshot(label):
+        snapshots.append((label, common.predict_in_batches(features_of, x[shown])))
+
+    def evaluate():
+        probs = run.posteriors()
+        return run.evaluate(probs), probs.argmax(1)
+
+    # -- the loop: one step = the three-step alternation -------------------------------------
+    eval_every = args.eval_every or max(1, args.train_steps // 8)
+    limit = args.train_steps if args.max_steps is None else min(args.train_steps, args.max_steps)
+    run.progress(limit)
+    snapshot(f"step {run.step}")
+    batches = common.distributed_batches(run.strategy, (x,), args.batch_size, args.seed + run.step)
+    try:
+        while run.step < limit:
+            tick = time.perf_counter()
+            values = train_step(batches)
+            values = run.step_done("train", f"step {run.step + 1}/{args.train_steps}", values,
+                                   time.perf_counter() - tick)
+            if run.step % eval_every == 0:
+                report, _ = evaluate()
+                report.update(step=run.step, **values)
+                run.log_iteration(report, f"step {run.step}/{args.train_steps}: {common.format_metrics(report)}  "
+                                          f"(center loss {values['center_loss']:.4f})")
+                if len(snapshots) < 4 or run.step == limit:
+                    snapshot(f"step {run.step}")
+                run.save()
+    except KeyboardInterrupt:
+        return run.interrupted()
+
+    # -- final evaluation, figures, judgement, export ------------------------------------------
+    report, predictions = evaluate()
+    extra = {}
+    if run.chief:
+        if snapshots[-1][0] != f"step {run.step}":
+            snapshot(f"step {run.step}")
+        panels = snapshots if len(snapshots) <= 5 else [snapshots[0], *snapshots[-4:]]
+        pca = PCA(2, random_state=0).fit(panels[-1][1])
+        colours = y[shown] if y is not None else predictions[shown]
+        plots.scatter_panels_png([(label, pca.transform(f)) for label, f in panels], colours,
+                                 run.dir / "features.png",
+                                 title=f"KM-GAN D features ({args.space} K-Means), PCA to 2-D, coloured by "
+                                       + ("true label" if y is not None else "cluster"))
+        if y is not None and not args.no_judge:
+            extra["judge"] = judge(model, dataset, args.seed)
+    run.finish(report, "KM-GAN", predictions=predictions, space=args.space, history=run.history("step"), **extra)
+    return 0
+
+
+def judge(model, dataset, seed, count=2000):
+    """The reference classifier's scores of `count` generated samples (clusters drawn uniformly)."""
+    import tensorflow as tf
+
+    from zoo.reference import ReferenceClassifier
+
+    reference = ReferenceClassifier.for_dataset(dataset, seed=0)
+    clusters = tf.constant(np.arange(count) % model.num_clusters, tf.int32)
+    fakes = np.concatenate([model.generate(model.sample_latent(500, seed=seed + i), clusters[i:i + 500]).numpy()
+                            for i in range(0, count, 500)])
+    real = dataset.x[np.random.default_rng(seed).permutation(len(dataset))[:count]]
+    return reference.scores(fakes, real)
+
+
+if __name__ == "__main__":
+    sys.exit(common.run_main(main, "kmgan"))

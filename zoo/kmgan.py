@@ -1,0 +1,322 @@
+"""KM-GAN (Wang, Chen & Shang; seed 002): K-Means on discriminator features replaces real labels.
+
+The discriminator D is a feature extractor f(x) in R^m, not a classifier. K-Means on f(real)
+(k-means++ seeding, then mini-batch updates) gives centers c_k and labels; with them
+
+    L_D = [mean ||f(x) - c_{y(x)}||^2
+           + mean max(0, (1 + margin) mean ||f(x) - c_{y(x)}||^2 - ||f(G(z)) - c_{y(G(z))}||^2)] / spread
+          (+ lambda R_intra), spread = mean squared distance between the batch's real class means
+    L_G = mean ||f(G(z)) - c_{y(G(z))}||^2                                 (+ lambda R_inter)
+    L_center = mean over classes k of ||mean_{y(x)=k} f(x) - mean_{y(G(z))=k} f(G(z))||^2
+
+and every training step is the paper's three-step alternation: (1) adversarial updates of D
+then G, (2) a joint update of D and G through the center loss, (3) a mini-batch K-Means
+update of the centers with the new real features. D's weights are clipped to [-clip, clip]
+after each of its updates (the paper's stabiliser).
+
+Our reading where the extracted text of the paper lost its formulas (documented, and options
+where it matters):
+
+* D's loss is made scale-free and bounded, where the extracted text's is not: (a) its push
+  term has a margin relative to the real samples' own distances (as triplet losses do): the
+  unbounded `- ||f(G(z)) - c||^2` grew without limit even with weight clipping (0.05); (b)
+  it is divided by the spread of the real class means: otherwise D lowers its pull term by
+  shrinking every feature onto one point, and within 100-200 steps every real sample was
+  in one cluster (measured on `synthetic` and `digits`). Even so, on images the features
+  D learns for the game cluster worse than its random initial features (see README).
+* Zoo contract: every model has a generator per cluster. With `conditional=True` (default)
+  G takes the one-hot cluster c and a fake's class is c, so the K-Means labels play exactly
+  the role of CGAN's real labels, which is the paper's motivation. With `conditional=False`
+  (the paper's unconditional G) a fake's class is its nearest real center and the exported
+  generator ignores its `cluster` input.
+* Centers are model state (non-trainable variables, checkpointed and exported). The step
+  sums real features per class on every replica, all-reduces the sums and counts, and
+  updates the mirrored centers once in cross-replica context, so all replicas hold the
+  same centers. Per-center counts are capped at `center_memory` so that centers keep
+  following features that D keeps moving.
+* The center loss uses each replica's batch means (the gradient is then averaged).
+* Generalised variant (`regularizer_weight` lambda > 0): R_intra = mean ||f(x) - mean f(x)||^2
+  (D makes real data compact as a whole), R_inter = ||mean f(x) - mean f(G(z))||^2 (G moves
+  the fake mean to the real one).
+* Reduced variant (`space="pixel"`): K-Means runs on pixels; labels come from the pixel
+  centers, the losses stay in feature space with per-class feature centers updated from
+  those labels, and real data are clustered by their nearest pixel center.
+* The E-net classifier of the export: probabilities = softmax(-||f(x) - c_k||^2 / temperature)
+  (pixel distances in the reduced variant); cluster = the nearest center.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from zoo import kmeans, losses
+from zoo.base import ClusterModel
+from zoo.networks import build_classifier, build_generator
+
+
+def clip_weights(variables, box):
+    """Clips mirrored variables to [-box, box] once, in cross-replica context."""
+
+    def clip(distribution, variables):
+        for v in variables:
+            v.assign(tf.clip_by_value(v, -box, box))
+
+    tf.distribute.get_replica_context().merge_call(clip, args=(variables,))
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class KMGAN(ClusterModel):
+    """KM-GAN clustering model.
+
+    Args:
+        data_shape, num_clusters, latent_dim, architecture, seed: see `ClusterModel`.
+        feature_dim: m, the width of D's feature output.
+        space: "feature" (KM-GAN) or "pixel" (the paper's reduced variant).
+        conditional: G takes the cluster as a condition (see the module docstring).
+        clip: box of D's weight clipping (0: none).
+        center_weight: weight of the center loss in the joint update.
+        regularizer_weight: lambda of the generalised variant (0: regular KM-GAN).
+        temperature: of the exported cluster probabilities, in squared-distance units.
+        center_memory: cap of the per-center counts of mini-batch K-Means.
+        margin: D pushes a fake only while its squared distance to its center is below (1 + margin)
+            times the mean squared distance of real samples to theirs.
+    """
+
+    zoo_name = "kmgan"
+    SPACES = ("feature", "pixel")
+
+    def __init__(self, data_shape, num_clusters=10, latent_dim=62, feature_dim=64, space="feature",
+                 conditional=True, clip=0.05, center_weight=1.0, regularizer_weight=0.0, temperature=1.0,
+                 center_memory=10.0, margin=1.0, architecture="auto", seed=0, **kwargs):
+        super().__init__(data_shape, num_clusters, latent_dim, architecture, seed, **kwargs)
+        if space not in self.SPACES:
+            raise ValueError(f"space must be one of {self.SPACES}, got {space!r}")
+        for name, value in (("feature_dim", feature_dim),):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        for name, value in (("clip", clip), ("center_weight", center_weight),
+                            ("regularizer_weight", regularizer_weight)):
+            if float(value) < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        for name, value in (("temperature", temperature), ("center_memory", center_memory), ("margin", margin)):
+            if not float(value) > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        self.feature_dim, self.space, self.conditional = int(feature_dim), space, bool(conditional)
+        self.clip, self.center_weight = float(clip), float(center_weight)
+        self.regularizer_weight, self.temperature = float(regularizer_weight), float(temperature)
+        self.center_memory = float(center_memory)
+        self.margin = float(margin)
+
+        # G(z, onehot(c)) (or G(z)); D: the shared trunk and a linear head of width m, no batch norm.
+        self.generator = build_generator(self.data_shape, self.latent_dim,
+                                         self.num_clusters if self.conditional else 0, architecture)
+        self.discriminator = build_classifier(self.data_shape, self.feature_dim, None, architecture,
+                                              name="feature_extractor")
+        k, pixels = self.num_clusters, int(np.prod(self.data_shape))
+        state = dict(trainable=False, dtype="float32")
+        self.centers = keras.Variable(np.zeros((k, self.feature_dim)), name="centers", **state)
+        self.center_counts = keras.Variable(np.zeros(k), name="center_counts", **state)
+        if space == "pixel":
+            self.pixel_centers = keras.Variable(np.zeros((k, pixels)), name="pixel_centers", **state)
+            self.pixel_counts = keras.Variable(np.zeros(k), name="pixel_counts", **state)
+        self.built = True
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(feature_dim=self.feature_dim, space=self.space, conditional=self.conditional, clip=self.clip,
+                      center_weight=self.center_weight, regularizer_weight=self.regularizer_weight,
+                      temperature=self.temperature, center_memory=self.center_memory, margin=self.margin)
+        return config
+
+    def compile(self, g_optimizer=None, d_optimizer=None, **kwargs):
+        """Optimizers default to DCGAN's Adam(2e-4, beta1 0.5)."""
+        super().compile(**kwargs)
+        self.g_optimizer = g_optimizer or keras.optimizers.Adam(2e-4, beta_1=0.5)
+        self.d_optimizer = d_optimizer or keras.optimizers.Adam(2e-4, beta_1=0.5)
+        # Built here, inside the strategy scope (DESIGN.md section 6).
+        self.g_optimizer.build(self.generator.trainable_variables)
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+
+    # -- the common surface -------------------------------------------------------
+    def features(self, x, training=False):
+        features, _ = self.discriminator(x, training=training)
+        return features
+
+    def _flat(self, x):
+        return tf.reshape(tf.cast(x, tf.float32), [tf.shape(x)[0], -1])
+
+    def center_distances(self, x):
+        """[N, K] squared distances to the centers that define the clusters of real data."""
+        if self.space == "pixel":
+            return tf.maximum(kmeans.squared_distances(self._flat(x), tf.convert_to_tensor(self.pixel_centers)), 0.)
+        return tf.maximum(kmeans.squared_distances(self.features(x), tf.convert_to_tensor(self.centers)), 0.)
+
+    def cluster_probs(self, x):
+        return tf.nn.softmax(-self.center_distances(x) / self.temperature)
+
+    def embed(self, x):
+        return self.features(x)
+
+    def generate(self, z, c):
+        if not self.conditional:  # the paper's unconditional G: the cluster is not an input
+            return self.generator([z, tf.zeros((tf.shape(z)[0], 0))], training=False)
+        return self.generator([z, tf.one_hot(c, self.num_clusters)], training=False)
+
+    # -- K-Means state ------------------------------------------------------------
+    def init_centers(self, x, iterations=10):
+        """k-means++ seeding and a few Lloyd iterations on `x` (numpy, a sample of real data);
+        called once by the trainer before training, outside the replicated step."""
+        seed = tf.constant([self.seed, 7], tf.int64)
+        if self.clip > 0:  # centers must be those of the clipped D that training will use
+            for v in self.discriminator.trainable_variables:
+                v.assign(tf.clip_by_value(v, -self.clip, self.clip))
+
+        def fit(points):
+            centers = kmeans.kmeans_plus_plus(points, self.num_clusters, seed)
+            for _ in range(iterations):
+                labels, _ = kmeans.assign(points, centers)
+                sums, counts = kmeans.class_sums(points, labels, self.num_clusters)
+                centers = tf.where(counts[:, None] > 0, sums / tf.maximum(counts, 1.0)[:, None], centers)
+            return centers, labels
+
+        features = tf.concat([self.features(x[i:i + 500]) for i in range(0, len(x), 500)], 0)
+        if self.space == "pixel":
+            pixel_centers, labels = fit(self._flat(x))
+            self.pixel_centers.assign(pixel_centers)
+            self.pixel_counts.assign(tf.minimum(kmeans.class_sums(self._flat(x), labels, self.num_clusters)[1],
+                                                self.center_memory))
+            sums, counts = kmeans.class_sums(features, labels, self.num_clusters)
+            self.centers.assign(sums / tf.maximum(counts, 1.0)[:, None])
+        else:
+            centers, labels = fit(features)
+            self.centers.assign(centers)
+            counts = kmeans.class_sums(features, labels, self.num_clusters)[1]
+        self.center_counts.assign(tf.minimum(counts, self.center_memory))
+
+    def real_labels(self, x, features):
+        """K-Means labels of real samples: nearest center in feature (or pixel) space."""
+        space = self._flat(x) if self.space == "pixel" else features
+        centers = self.pixel_centers if self.space == "pixel" else self.centers
+        return kmeans.assign(tf.stop_gradient(space), tf.convert_to_tensor(centers))[0]
+
+    def fake_labels(self, fake, features, c):
+        return c if self.conditional else self.real_labels(fake, features)
+
+    def _draw(self, batch, step, streams):
+        z = self.draw_noise(batch, self.step_seed(step, streams[0]))
+        c = self.draw_clusters(batch, self.step_seed(step, streams[1]))
+        condition = tf.one_hot(c, self.num_clusters) if self.conditional else tf.zeros((batch, 0))
+        return z, c, condition
+
+    def _clip_discriminator(self):
+        if self.clip > 0:
+            clip_weights(self.discriminator.trainable_variables, self.clip)
+
+    # -- one training step: the three-step alternation ------------------------------
+    def train_step(self, data):
+        x = data[0] if isinstance(data, (tuple, list)) else data
+        batch = tf.shape(x)[0]
+        step = tf.identity(self.d_optimizer.iterations)
+        centers = tf.convert_to_tensor(self.centers)
+        d_vars, g_vars = self.discriminator.trainable_variables, self.generator.trainable_variables
+
+        # Step 1a: D pulls real features to their centers and pushes fakes away from the
+        # center of their class (plus lambda R_intra in the generalised variant).
+        z, c, condition = self._draw(batch, step, (0, 1))
+        fake = self.generator([z, condition], training=True)
+        with tf.GradientTape() as tape:
+            f_real = self.features(x, training=True)
+            f_fake = self.features(fake, training=True)
+            y_real, y_fake = self.real_labels(x, f_real), self.fake_labels(fake, f_fake, c)
+            pull = tf.reduce_sum(tf.square(f_real - tf.gather(centers, y_real)), 1)
+            push = tf.reduce_sum(tf.square(f_fake - tf.gather(centers, y_fake)), 1)
+            # Triplet-style, relative to the feature scale (which clipping keeps small): a fake is
+            # pushed only until it is (1 + margin) times as far from its center as real samples
+            # are from theirs on average.
+            target = (1.0 + self.margin) * tf.stop_gradient(tf.reduce_mean(pull))
+            # Scale-free: divided by the spread of this batch's real class means, so D cannot
+            # lower its loss by shrinking all features onto one point.
+            sums, counts = kmeans.class_sums(f_real, y_real, self.num_clusters)
+            means = sums / tf.maximum(counts, 1.0)[:, None]
+            present = tf.cast(counts > 0, tf.float32)
+            pairs = present[:, None] * present[None, :] * (1.0 - tf.eye(self.num_clusters))
+            spread = (tf.reduce_sum(pairs * tf.maximum(kmeans.squared_distances(means, means), 0.0))
+                      / tf.maximum(tf.reduce_sum(pairs), 1.0))
+            d_per_example = (pull + tf.nn.relu(target - push)) / (spread + 1e-6)
+            if self.regularizer_weight:
+                intra = tf.reduce_sum(tf.square(f_real - tf.reduce_mean(f_real, 0)), 1)
+                d_per_example += self.regularizer_weight * intra
+            d_loss = losses.replica_mean(d_per_example)
+        self.apply_updates([(self.d_optimizer, self.gradients(tape, d_loss, d_vars), d_vars)], d_loss)
+        self._clip_discriminator()
+
+        # Step 1b: G pulls its samples' features to the center of their class.
+        z, c, condition = self._draw(batch, step, (2, 3))
+        with tf.GradientTape() as tape:
+            fake = self.generator([z, condition], training=True)
+            f_fake = self.features(fake, training=True)
+            y_fake = self.fake_labels(fake, f_fake, c)
+            g_per_example = tf.reduce_sum(tf.square(f_fake - tf.gather(centers, y_fake)), 1)
+            if self.regularizer_weight:
+                inter = tf.reduce_sum(tf.square(tf.reduce_mean(tf.stop_gradient(self.features(x)), 0)
+                                                - tf.reduce_mean(f_fake, 0)))
+                g_per_example += self.regularizer_weight * inter
+            g_loss = losses.replica_mean(g_per_example)
+        self.apply_updates([(self.g_optimizer, self.gradients(tape, g_loss, g_vars), g_vars)], g_loss)
+
+        # Step 2: the center loss, a joint update of D and G: per-class means of real and
+        # generated features are pulled together, for the classes present in both.
+        z, c, condition = self._draw(batch, step, (4, 5))
+        with tf.GradientTape() as tape:
+            fake = self.generator([z, condition], training=True)
+            f_real = self.features(x, training=True)
+            f_fake = self.features(fake, training=True)
+            y_real, y_fake = self.real_labels(x, f_real), self.fake_labels(fake, f_fake, c)
+            real_sums, real_counts = kmeans.class_sums(f_real, y_real, self.num_clusters)
+            fake_sums, fake_counts = kmeans.class_sums(f_fake, y_fake, self.num_clusters)
+            present = tf.cast((real_counts > 0) & (fake_counts > 0), tf.float32)
+            gap = tf.reduce_sum(tf.square(real_sums / tf.maximum(real_counts, 1.0)[:, None]
+                                          - fake_sums / tf.maximum(fake_counts, 1.0)[:, None]), 1)
+            center_loss = tf.reduce_sum(present * gap) / tf.maximum(tf.reduce_sum(present), 1.0)
+            joint = losses.replica_mean(self.center_weight * center_loss[None])
+        grads = self.gradients(tape, joint, d_vars + g_vars)
+        self.apply_updates([(self.d_optimizer, grads[: len(d_vars)], d_vars),
+                            (self.g_optimizer, grads[len(d_vars):], g_vars)], joint)
+        self._clip_discriminator()
+
+        # Step 3: mini-batch K-Means on the new real features, summed over all replicas.
+        self._update_centers(x, self.features(x, training=False))
+
+        return {
+            "d_loss": tf.reduce_mean(d_per_example),
+            "g_loss": tf.reduce_mean(g_per_example),
+            "center_loss": center_loss,
+            "pull": tf.reduce_mean(pull),
+            "push": tf.reduce_mean(push),
+        }
+
+    def _update_centers(self, x, features):
+        context = tf.distribute.get_replica_context()
+        labels = self.real_labels(x, features)
+        sums, counts = kmeans.class_sums(features, labels, self.num_clusters)
+        sums, counts = context.all_reduce("sum", sums), context.all_reduce("sum", counts)
+        if self.space == "pixel":
+            pixel_sums, pixel_counts = kmeans.class_sums(self._flat(x), labels, self.num_clusters)
+            pixel_sums = context.all_reduce("sum", pixel_sums)
+
+        def update(distribution, sums, counts, *pixel):
+            first = lambda v: distribution.experimental_local_results(v)[0]  # noqa: E731 - equal everywhere
+            sums, counts = first(sums), first(counts)
+            centers, new_counts = kmeans.minibatch_update(tf.convert_to_tensor(self.centers),
+                                                          tf.convert_to_tensor(self.center_counts), sums, counts)
+            self.centers.assign(centers)
+            self.center_counts.assign(tf.minimum(new_counts, self.center_memory))
+            if pixel:
+                centers, new_counts = kmeans.minibatch_update(tf.convert_to_tensor(self.pixel_centers),
+                                                              tf.convert_to_tensor(self.pixel_counts),
+                                                              first(pixel[0]), counts)
+                self.pixel_centers.assign(centers)
+                self.pixel_counts.assign(tf.minimum(new_counts, self.center_memory))
+
+        extra = (pixel_sums,) if self.space == "pixel" else ()
+        context.merge_call(update, args=(sums, counts, *extra))
