@@ -78,6 +78,9 @@ class KMGAN(ClusterModel):
         regularizer_weight: lambda of the generalised variant (0: regular KM-GAN).
         temperature: of the exported cluster probabilities, in squared-distance units.
         center_memory: cap of the per-center counts of mini-batch K-Means.
+        reassign_below: a center whose share of real samples falls below this fraction of 1/K
+            is moved to the real sample farthest from its center (as scikit-learn's
+            MiniBatchKMeans reassigns), one center per step; 0 turns it off.
         margin: D pushes a fake only while its squared distance to its center is below (1 + margin)
             times the mean squared distance of real samples to theirs.
     """
@@ -87,7 +90,7 @@ class KMGAN(ClusterModel):
 
     def __init__(self, data_shape, num_clusters=10, latent_dim=62, feature_dim=64, space="feature",
                  conditional=True, clip=0.05, center_weight=1.0, regularizer_weight=0.0, temperature=1.0,
-                 center_memory=10.0, margin=1.0, architecture="auto", seed=0, **kwargs):
+                 center_memory=10.0, margin=1.0, reassign_below=0.25, architecture="auto", seed=0, **kwargs):
         super().__init__(data_shape, num_clusters, latent_dim, architecture, seed, **kwargs)
         if space not in self.SPACES:
             raise ValueError(f"space must be one of {self.SPACES}, got {space!r}")
@@ -106,6 +109,9 @@ class KMGAN(ClusterModel):
         self.regularizer_weight, self.temperature = float(regularizer_weight), float(temperature)
         self.center_memory = float(center_memory)
         self.margin = float(margin)
+        if not 0 <= float(reassign_below) < 1:
+            raise ValueError(f"reassign_below must lie in [0, 1), got {reassign_below}")
+        self.reassign_below = float(reassign_below)
 
         # G(z, onehot(c)) (or G(z)); D: the shared trunk and a linear head of width m, no batch norm.
         self.generator = build_generator(self.data_shape, self.latent_dim,
@@ -116,6 +122,8 @@ class KMGAN(ClusterModel):
         state = dict(trainable=False, dtype="float32")
         self.centers = keras.Variable(np.zeros((k, self.feature_dim)), name="centers", **state)
         self.center_counts = keras.Variable(np.zeros(k), name="center_counts", **state)
+        # Moving average of the share of real samples each center gets (for reassignment).
+        self.center_usage = keras.Variable(np.full(k, 1.0 / k), name="center_usage", **state)
         if space == "pixel":
             self.pixel_centers = keras.Variable(np.zeros((k, pixels)), name="pixel_centers", **state)
             self.pixel_counts = keras.Variable(np.zeros(k), name="pixel_counts", **state)
@@ -125,7 +133,8 @@ class KMGAN(ClusterModel):
         config = super().get_config()
         config.update(feature_dim=self.feature_dim, space=self.space, conditional=self.conditional, clip=self.clip,
                       center_weight=self.center_weight, regularizer_weight=self.regularizer_weight,
-                      temperature=self.temperature, center_memory=self.center_memory, margin=self.margin)
+                      temperature=self.temperature, center_memory=self.center_memory, margin=self.margin,
+                      reassign_below=self.reassign_below)
         return config
 
     def compile(self, g_optimizer=None, d_optimizer=None, **kwargs):
@@ -300,23 +309,35 @@ class KMGAN(ClusterModel):
         labels = self.real_labels(x, features)
         sums, counts = kmeans.class_sums(features, labels, self.num_clusters)
         sums, counts = context.all_reduce("sum", sums), context.all_reduce("sum", counts)
+        # The real sample farthest from its center: where a dead center is moved to.
+        points = self._flat(x) if self.space == "pixel" else features
+        own = tf.gather(tf.convert_to_tensor(self.pixel_centers if self.space == "pixel" else self.centers), labels)
+        farthest = tf.argmax(tf.reduce_sum(tf.square(points - own), 1))
+        spare = (features[farthest], points[farthest])
         if self.space == "pixel":
             pixel_sums, pixel_counts = kmeans.class_sums(self._flat(x), labels, self.num_clusters)
             pixel_sums = context.all_reduce("sum", pixel_sums)
 
-        def update(distribution, sums, counts, *pixel):
-            first = lambda v: distribution.experimental_local_results(v)[0]  # noqa: E731 - equal everywhere
+        def update(distribution, sums, counts, spare, *pixel):
+            # Runs once for all replicas; per-replica values: replica 0's (sums are all-reduced).
+            first = lambda v: distribution.experimental_local_results(v)[0]  # noqa: E731
             sums, counts = first(sums), first(counts)
+            spare_feature, spare_point = first(spare[0]), first(spare[1])
+            k = self.num_clusters
+            usage = 0.95 * tf.convert_to_tensor(self.center_usage) + 0.05 * counts / tf.maximum(tf.reduce_sum(counts), 1.)
+            worst = tf.argmin(usage)
+            dead = tf.logical_and(usage[worst] < self.reassign_below / k, tf.one_hot(worst, k) > 0)
+            self.center_usage.assign(tf.where(dead, 1.0 / k, usage))
             centers, new_counts = kmeans.minibatch_update(tf.convert_to_tensor(self.centers),
                                                           tf.convert_to_tensor(self.center_counts), sums, counts)
-            self.centers.assign(centers)
-            self.center_counts.assign(tf.minimum(new_counts, self.center_memory))
+            self.centers.assign(tf.where(dead[:, None], spare_feature[None, :], centers))
+            self.center_counts.assign(tf.where(dead, 1.0, tf.minimum(new_counts, self.center_memory)))
             if pixel:
                 centers, new_counts = kmeans.minibatch_update(tf.convert_to_tensor(self.pixel_centers),
                                                               tf.convert_to_tensor(self.pixel_counts),
                                                               first(pixel[0]), counts)
-                self.pixel_centers.assign(centers)
-                self.pixel_counts.assign(tf.minimum(new_counts, self.center_memory))
+                self.pixel_centers.assign(tf.where(dead[:, None], spare_point[None, :], centers))
+                self.pixel_counts.assign(tf.where(dead, 1.0, tf.minimum(new_counts, self.center_memory)))
 
         extra = (pixel_sums,) if self.space == "pixel" else ()
-        context.merge_call(update, args=(sums, counts, *extra))
+        context.merge_call(update, args=(sums, counts, spare, *extra))
