@@ -34,10 +34,10 @@ setup(
     extras_require={"test": ["pytest"]},
     entry_points={
         "console_scripts": [
-            "zoo-ganem=trainers.ganem:main",
-            "zoo-clustergan=trainers.clustergan:main",
-            "zoo-gmgan=trainers.gmgan:main",
-            "zoo-kmgan=trainers.kmgan:main",
+            "zoo-ganem=trainers.ganem:cli",
+            "zoo-clustergan=trainers.clustergan:cli",
+            "zoo-gmgan=trainers.gmgan:cli",
+            "zoo-kmgan=trainers.kmgan:cli",
             "zoo-export=export.__main__:main",
         ]
     },

@@ -28,6 +28,8 @@ def run_trainer(model, *args, timeout=240):
     ("ganem", ["--jit", "--mixed-precision", "bfloat16"]),
     pytest.param("clustergan", ["--jit", "--mixed-precision", "bfloat16"], marks=pytest.mark.slow),
     pytest.param("ganem", ["--mixed-precision", "float16"], marks=pytest.mark.slow),
+    # Balanced E-step draws must compile with XLA on a CPU too.
+    pytest.param("ganem", ["--variant", "authors-code", "--jit", "--mixed-precision", "off"], marks=pytest.mark.slow),
 ])
 def test_jit_and_mixed_precision_train_and_export_float32_servables(model, flags, tmp_path):
     run_dir = tmp_path / "run"

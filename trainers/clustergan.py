@@ -186,5 +186,10 @@ def main(argv=None):
     return 0
 
 
-if __name__ == "__main__":
+def cli():
+    """The `zoo-clustergan` console command: one-line errors and exit codes, as `python -m trainers.clustergan`."""
     sys.exit(common.run_main(main, "clustergan"))
+
+
+if __name__ == "__main__":
+    cli()

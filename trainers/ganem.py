@@ -214,5 +214,10 @@ def main(argv=None):
     return 0
 
 
-if __name__ == "__main__":
+def cli():
+    """The `zoo-ganem` console command: one-line errors and exit codes, as `python -m trainers.ganem`."""
     sys.exit(common.run_main(main, "ganem"))
+
+
+if __name__ == "__main__":
+    cli()

@@ -211,5 +211,10 @@ def main(argv=None):
     return 0
 
 
-if __name__ == "__main__":
+def cli():
+    """The `zoo-gmgan` console command: one-line errors and exit codes, as `python -m trainers.gmgan`."""
     sys.exit(common.run_main(main, "gmgan"))
+
+
+if __name__ == "__main__":
+    cli()

@@ -184,5 +184,10 @@ def judge(model, dataset, seed, count=2000):
     return reference.scores(fakes, real)
 
 
-if __name__ == "__main__":
+def cli():
+    """The `zoo-kmgan` console command: one-line errors and exit codes, as `python -m trainers.kmgan`."""
     sys.exit(common.run_main(main, "kmgan"))
+
+
+if __name__ == "__main__":
+    cli()

@@ -183,6 +183,8 @@ class ClusterModel(keras.Model):
         """Cluster ids [local_batch] int32 with every cluster equally often in the global batch."""
 
         def draw(n, s):
-            return tf.random.experimental.stateless_shuffle(tf.range(n) % self.num_clusters, s)
+            # A permutation by sorting random keys: stateless_shuffle has no XLA kernel on a CPU.
+            order = tf.argsort(tf.random.stateless_uniform((n,), s))
+            return tf.gather(tf.range(n) % self.num_clusters, order)
 
         return replica_slice(draw, local_batch, seed)
