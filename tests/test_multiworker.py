@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from test_robustness import newest_step
 from trainers.local_cluster import worker_configs
 
 SMALL = ["--dataset", "digits", "--first-m-steps", "6", "--m-steps", "4", "--e-steps", "2", "--em-iterations", "2",
@@ -64,10 +65,10 @@ def test_two_workers_train_one_model_equal_to_one_process(tmp_path):
 @pytest.mark.slow
 def test_a_killed_job_rejoins_from_the_shared_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    flags = [*SMALL, "--first-m-steps", "400", "--checkpoint-every", "3"]
+    flags = [*SMALL, "--first-m-steps", "100000", "--checkpoint-every", "3"]
     workers = start_workers(run_dir, *flags)
     deadline = time.time() + 180
-    while time.time() < deadline and not list((run_dir / "checkpoints").glob("ckpt-6.index")):
+    while time.time() < deadline and newest_step(run_dir / "checkpoints") < 6:
         time.sleep(0.2)
     # Worker 1 dies; as under a cluster manager (the BackupAndRestore pattern) the job is restarted.
     workers[1].send_signal(signal.SIGKILL)

@@ -20,6 +20,12 @@ def trainer(*args):
     return [sys.executable, "-m", "trainers.ganem", *args], env
 
 
+def newest_step(checkpoints):
+    """Step of the newest checkpoint file (older ones are deleted as new ones come), or -1."""
+    steps = [int(p.name.split("-")[1].split(".")[0]) for p in checkpoints.glob("ckpt-*.index")]
+    return max(steps, default=-1)
+
+
 def run_trainer(*args, timeout=240):
     cmd, env = trainer(*args)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -153,11 +159,12 @@ def test_a_truncated_latest_checkpoint_is_skipped_with_a_warning(tmp_path):
 
 def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    cmd, env = trainer(*SMALL, "--run-dir", str(run_dir), "--checkpoint-every", "2", "--first-m-steps", "400")
+    # Long enough that it is still running when killed, whatever the machine's load.
+    cmd, env = trainer(*SMALL, "--run-dir", str(run_dir), "--checkpoint-every", "2", "--first-m-steps", "100000")
     process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     checkpoints = run_dir / "checkpoints"
     deadline = time.time() + 180
-    while time.time() < deadline and not list(checkpoints.glob("ckpt-6.index")):
+    while time.time() < deadline and newest_step(checkpoints) < 6:
         time.sleep(0.2)
     assert process.poll() is None, process.stderr.read()[-2000:]
     process.send_signal(signal.SIGKILL)

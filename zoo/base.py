@@ -114,12 +114,15 @@ class ClusterModel(keras.Model):
 
     # -- the common surface -------------------------------------------------------
     def cluster_probs(self, x):
-        """[N, *data_shape] -> [N, K] posterior over clusters."""
-        raise NotImplementedError
+        """[N, *data_shape] -> [N, K] posterior over clusters. Default: the softmax of an
+        E-net classifier `self.enet` (a `networks.build_classifier`), as GAN-EM and GM-GAN have."""
+        logits, _ = self.enet(x, training=False)
+        return tf.nn.softmax(logits)
 
     def embed(self, x):
-        """[N, *data_shape] -> [N, d] features used for clustering / plots."""
-        raise NotImplementedError
+        """[N, *data_shape] -> [N, d] features used for clustering / plots (default: the E-net's embedding)."""
+        _, embedding = self.enet(x, training=False)
+        return embedding
 
     def generate(self, z, c):
         """Noise [N, latent_dim] and cluster ids [N] -> samples [N, *data_shape]."""

@@ -118,15 +118,7 @@ class GANEM(ClusterModel):
         self.d_optimizer.build(self.discriminator.trainable_variables)
         self.e_optimizer.build(self.enet.trainable_variables)
 
-    # -- the common surface -------------------------------------------------------
-    def cluster_probs(self, x):
-        logits, _ = self.enet(x, training=False)
-        return tf.nn.softmax(logits)
-
-    def embed(self, x):
-        _, embedding = self.enet(x, training=False)
-        return embedding
-
+    # -- the common surface (cluster_probs and embed: the E-net's, from ClusterModel) ---
     def generate(self, z, c):
         return self.generator([z, tf.one_hot(c, self.num_clusters)], training=False)
 

@@ -155,16 +155,7 @@ class GMGAN(ClusterModel):
     def _generator(self, z, training):
         return self.generator([z, tf.zeros((tf.shape(z)[0], 0))], training=training)
 
-    # -- the common surface -------------------------------------------------------
-    def cluster_probs(self, x):
-        """E(x): the E-net's softmax over the K components."""
-        logits, _ = self.enet(x, training=False)
-        return tf.nn.softmax(logits)
-
-    def embed(self, x):
-        _, embedding = self.enet(x, training=False)
-        return embedding
-
+    # -- the common surface (cluster_probs and embed: the E-net's, from ClusterModel) ---
     def generate(self, z, c, scale=1.0):
         """G(mu_c + scale sigma_c z): z standard normal [N, d] (`sample_latent`), c [N];
         scale < 1 draws nearer the means (higher quality, lower diversity)."""
