@@ -7,6 +7,8 @@ Trainers, export and serving treat every model alike through four methods:
 import keras
 import tensorflow as tf
 
+from zoo import losses
+
 # Independent noise streams of one training step (e.g. the fakes of the
 # discriminator phase and of the generator phase are different draws).
 NUM_STREAMS = 8
@@ -152,6 +154,28 @@ class ClusterModel(keras.Model):
         scale = tf.convert_to_tensor(self.loss_scale)
         grads = tape.gradient(loss, variables, output_gradients=tf.cast(scale, loss.dtype))
         return [None if g is None else g / tf.cast(scale, g.dtype) for g in grads]
+
+    def enet_update(self, fake, c, labelled=None):
+        """One update of the E-net `self.enet` (optimizer `self.e_optimizer`) on generated
+        samples `fake` labelled with the cluster `c` that made them; with `labelled` =
+        (x_l, y_l) the cross-entropy of labelled real data is added (semi-supervision)."""
+        with tf.GradientTape() as tape:
+            logits, _ = self.enet(fake, training=True)
+            e_per_example = losses.sparse_cross_entropy(c, logits)
+            e_loss = losses.replica_mean(e_per_example)
+            if labelled is not None:
+                x_l, y_l = labelled
+                labelled_logits, _ = self.enet(x_l, training=True)
+                labelled_per_example = losses.sparse_cross_entropy(y_l, labelled_logits)
+                e_loss += losses.replica_mean(labelled_per_example)
+        variables = self.enet.trainable_variables
+        self.apply_updates([(self.e_optimizer, self.gradients(tape, e_loss, variables), variables)], e_loss)
+
+        hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(c, tf.int32)), tf.float32)
+        out = {"e_loss": tf.reduce_mean(e_per_example), "e_acc_fake": tf.reduce_mean(hits)}
+        if labelled is not None:
+            out["e_loss_labelled"] = tf.reduce_mean(labelled_per_example)
+        return out
 
     def apply_updates(self, updates, loss):
         """`apply_if_finite` of this model: all (optimizer, gradients, variables) or none."""

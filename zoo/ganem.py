@@ -186,23 +186,7 @@ class GANEM(ClusterModel):
             c = self.draw_balanced_clusters(batch, self.step_seed(step, 4))
         z = self.draw_noise(batch, self.step_seed(step, 5))
         fake = self.generator([z, tf.one_hot(c, self.num_clusters)], training=False)
-        with tf.GradientTape() as tape:
-            logits, _ = self.enet(fake, training=True)
-            e_per_example = losses.sparse_cross_entropy(c, logits)
-            e_loss = losses.replica_mean(e_per_example)
-            if labelled is not None:
-                x_l, y_l = labelled
-                labelled_logits, _ = self.enet(x_l, training=True)
-                labelled_per_example = losses.sparse_cross_entropy(y_l, labelled_logits)
-                e_loss += losses.replica_mean(labelled_per_example)
-        grads = self.gradients(tape, e_loss, self.enet.trainable_variables)
-        self.apply_updates([(self.e_optimizer, grads, self.enet.trainable_variables)], e_loss)
-
-        hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), c), tf.float32)
-        out = {"e_loss": tf.reduce_mean(e_per_example), "e_acc_fake": tf.reduce_mean(hits)}
-        if labelled is not None:
-            out["e_loss_labelled"] = tf.reduce_mean(labelled_per_example)
-        return out
+        return self.enet_update(fake, c, labelled)
 
     # -- between E and M ------------------------------------------------------------
     def update_prior(self, soft_labels):

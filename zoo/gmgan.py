@@ -228,15 +228,7 @@ class GMGAN(ClusterModel):
         c = replica_slice(lambda n, _: tf.range(n, dtype=tf.int32) % self.num_clusters, batch, None)
         eps = self.draw_noise(batch, self.step_seed(step, 5))
         fake = self._generator(self.latent_code(eps, c, scale), training=False)
-        with tf.GradientTape() as tape:
-            logits, _ = self.enet(fake, training=True)
-            e_per_example = losses.sparse_cross_entropy(c, logits)
-            e_loss = losses.replica_mean(e_per_example)
-        e_vars = self.enet.trainable_variables
-        self.apply_updates([(self.e_optimizer, self.gradients(tape, e_loss, e_vars), e_vars)], e_loss)
-
-        hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), c), tf.float32)
-        return {"e_loss": tf.reduce_mean(e_per_example), "e_acc_fake": tf.reduce_mean(hits)}
+        return self.enet_update(fake, c)
 
 
 # -- quality / diversity against the sampling scale ----------------------------------------
