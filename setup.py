@@ -30,6 +30,8 @@ setup(
         "matplotlib",
         "tensorboard",  # tf.summary needs it; tensorflow 2.21 no longer pulls it in
         "tqdm",
+        "grpcio",  # serving.server / serving.client (also pulled in by tensorflow-serving-api)
+        "Pillow",  # image folders, PNG input of serving.client (also pulled in by matplotlib)
     ],
     extras_require={"test": ["pytest"]},
     entry_points={
