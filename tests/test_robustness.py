@@ -189,3 +189,17 @@ def test_deterministic_runs_with_the_same_seed_match(tmp_path):
         metrics = json.loads((tmp_path / name / "metrics.json").read_text())
         reports.append([(h["acc"], h["posterior_confidence"], h["prior"]) for h in metrics["history"]])
     assert reports[0] == reports[1] and len(reports[0]) == 2
+
+
+def test_learning_rate_flags_given_with_resume_replace_the_checkpointed_rates(tmp_path):
+    import tensorflow as tf
+
+    run_dir = tmp_path / "run"
+    assert run_trainer(*SMALL, "--run-dir", str(run_dir), "--max-steps", "4").returncode == 0
+    resumed = run_trainer("--resume", "--run-dir", str(run_dir), "--max-steps", "6", "--lr-d", "0.0123", "--quiet",
+                          "--no-export")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "--lr-d replace the checkpoint's" in resumed.stderr
+    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints"))
+    rate = reader.get_tensor("d_optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE")
+    assert abs(float(rate) - 0.0123) < 1e-7

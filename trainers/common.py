@@ -96,6 +96,11 @@ def parse_args(parser, argv, model_name):
         # flags given now override the saved ones and the rest come back.
         args = parser.parse_args(argv, namespace=namespace)
         args.run_dir = resolve_run_dir(args, model_name)
+        # Learning-rate flags given again win over the rates in the checkpoint (see Run.track).
+        args.lr_flags_given = sorted(
+            option for action in parser._actions for option in action.option_strings
+            if "lr" in action.dest.split("_")
+            and any(a == option or a.startswith(option + "=") for a in (sys.argv[1:] if argv is None else argv)))
     if args.clusters < 2:
         raise UsageError(f"--clusters must be at least 2 (got {args.clusters})")
     if args.batch_size < 1:

@@ -64,8 +64,17 @@ class Run:
         self.checkpoints = common.Checkpoints(self.dir, self.global_step, model=model, write_dir=scratch,
                                               **trackables)
         if self.args.resume:
+            rates = [(o._learning_rate, o._learning_rate.numpy()) for o in self.optimizers
+                     if hasattr(o._learning_rate, "assign")]
             path = self.checkpoints.restore_latest()
             print(f"resumed from {path} at step {self.step}", file=sys.stderr)
+            # The checkpoint holds the rates the run last used (lowered by a NaN recovery, say);
+            # learning-rate flags given with --resume set them anew.
+            if getattr(self.args, "lr_flags_given", None):
+                for variable, value in rates:
+                    variable.assign(value)
+                print(f"learning rates from {', '.join(self.args.lr_flags_given)} replace the checkpoint's",
+                      file=sys.stderr)
 
     @property
     def step(self):
