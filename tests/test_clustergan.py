@@ -186,9 +186,11 @@ def test_two_replicas_match_one_replica_on_the_same_global_batch(two_cpu_strateg
         outputs.append((generator[0](), generator[1]()))
         for a, b in outputs:
             for key in a:
-                np.testing.assert_allclose(float(a[key]), float(b[key]), rtol=1e-4, atol=1e-5, err_msg=key)
+                # A wrong loss scaling would be off by a factor of 2; float32 sums in another
+                # order (oneDNN, all-reduce) differ in the 4th digit at most.
+                np.testing.assert_allclose(float(a[key]), float(b[key]), rtol=1e-3, atol=1e-4, err_msg=key)
     for x, y in zip(single.get_weights(), mirrored.get_weights()):
-        np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-4)
     assert int(mirrored.d_optimizer.iterations.numpy()) == 4 and int(mirrored.g_optimizer.iterations.numpy()) == 2
 
 

@@ -90,21 +90,17 @@ def _steady_mean(durations):
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = common.parse_args(parser, argv, "clustergan")
-    dataset = common.zoo_data.load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
-    validate(args, dataset)
+    from trainers.run import start
+
+    args, dataset, run = start(argv, "clustergan", build_parser, validate)
 
     import keras
     import tensorflow as tf
 
     from trainers import plots
-    from trainers.run import Run
     from zoo import baselines
     from zoo.clustergan import ClusterGAN, interpolation_grid, interpolation_pairs
 
-    keras.utils.set_random_seed(args.seed)
-    run = Run(args, "clustergan", dataset)
     x, y, k = dataset.x, dataset.y, args.clusters
 
     # -- model and optimizers ------------------------------------------------------------

@@ -105,19 +105,15 @@ def initial_soft_labels(args, x, y=None, labelled=()):
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = common.parse_args(parser, argv, "ganem")
-    dataset = common.zoo_data.load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
-    validate(args, dataset)
+    from trainers.run import start
+
+    args, dataset, run = start(argv, "ganem", build_parser, validate)
 
     import keras
     import tensorflow as tf
 
-    from trainers.run import Run
     from zoo.ganem import GANEM
 
-    keras.utils.set_random_seed(args.seed)
-    run = Run(args, "ganem", dataset)
     x, y, k = dataset.x, dataset.y, args.clusters
 
     # -- model, optimizers, EM state ---------------------------------------------------

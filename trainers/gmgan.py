@@ -112,20 +112,16 @@ def schedule(step, gan_steps, enet_every):
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = common.parse_args(parser, argv, "gmgan")
-    dataset = common.zoo_data.load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
-    validate(args, dataset)
+    from trainers.run import start
+
+    args, dataset, run = start(argv, "gmgan", build_parser, validate)
 
     import keras
     import tensorflow as tf
 
     from trainers import plots
-    from trainers.run import Run
     from zoo.gmgan import GMGAN, SCALES, balanced_samples, scale_curve
 
-    keras.utils.set_random_seed(args.seed)
-    run = Run(args, "gmgan", dataset)
     x, y, k = dataset.x, dataset.y, args.clusters
 
     # -- model and optimizers ------------------------------------------------------------

@@ -85,21 +85,17 @@ def validate(args, dataset):
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = common.parse_args(parser, argv, "kmgan")
-    dataset = common.zoo_data.load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
-    validate(args, dataset)
+    from trainers.run import start
+
+    args, dataset, run = start(argv, "kmgan", build_parser, validate)
 
     import keras
     import tensorflow as tf
     from sklearn.decomposition import PCA
 
     from trainers import plots
-    from trainers.run import Run
     from zoo.kmgan import KMGAN
 
-    keras.utils.set_random_seed(args.seed)
-    run = Run(args, "kmgan", dataset)
     x, y, k = dataset.x, dataset.y, args.clusters
 
     # -- model, optimizers, initial centers ------------------------------------------------

@@ -16,6 +16,19 @@ import numpy as np
 from trainers import common
 
 
+def start(argv, model_name, build_parser, validate):
+    """The opening every trainer shares: flags (refilled by --resume), the dataset, the
+    trainer's own checks, seeds, and the Run. Returns (args, dataset, run)."""
+    args = common.parse_args(build_parser(), argv, model_name)
+    dataset = common.zoo_data.load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
+    validate(args, dataset)  # bad input fails here, before TensorFlow is imported
+
+    import keras
+
+    keras.utils.set_random_seed(args.seed)
+    return args, dataset, Run(args, model_name, dataset)
+
+
 class TrainingDiverged(common.RunFailed):
     """Too many non-finite steps and no recoveries left."""
 
