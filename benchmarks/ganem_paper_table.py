@@ -46,17 +46,21 @@ def main(argv=None):
     parser.add_argument("--dataset", default="mnist5k")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rows", nargs="+", default=[r[0] for r in ROWS], help="rows to run (names as printed)")
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/ganem_paper_table_<dataset>.json)")
+    parser.add_argument("--tag", default="", help="added to every result file name, e.g. the variant the trainer "
+                                                  "flags select (ganem_paper_table_<dataset>_<tag>_<row>.json)")
+    parser.add_argument("--out", default=None,
+                        help="JSON path (default benchmarks/results/ganem_paper_table_<dataset>[_<tag>].json)")
     args = parser.parse_args(ours)
     unknown = set(args.rows) - {r[0] for r in ROWS}
     if unknown:
         parser.error(f"unknown rows {sorted(unknown)}; choose from {[r[0] for r in ROWS]}")
     results_dir = REPO / "benchmarks" / "results"
+    stem = f"ganem_paper_table_{args.dataset}" + (f"_{args.tag}" if args.tag else "")
     table = []
     for name, bench_flags, row_flags, metric, paper in ROWS:
         if name not in args.rows:
             continue
-        row_out = results_dir / f"ganem_paper_table_{args.dataset}_{name.replace(' ', '_').replace('=', '')}.json"
+        row_out = results_dir / f"{stem}_{name.replace(' ', '_').replace('=', '')}.json"
         cmd = [sys.executable, str(REPO / "benchmarks" / "ganem_mnist5k.py"), "--dataset", args.dataset,
                "--seeds", *map(str, args.seeds), "--out", str(row_out), *bench_flags,
                "--", *row_flags, *trainer_flags]
@@ -68,7 +72,7 @@ def main(argv=None):
         ours_mean, ours_std = error_percent(summary, metric)
         table.append({"row": name, "error_mean": round(ours_mean, 2), "error_std": round(ours_std, 2),
                       "error_from": metric, "paper_mnist_error": paper, "json": str(row_out.relative_to(REPO))})
-    out = Path(args.out) if args.out else results_dir / f"ganem_paper_table_{args.dataset}.json"
+    out = Path(args.out) if args.out else results_dir / f"{stem}.json"
     out.write_text(json.dumps({"dataset": args.dataset, "seeds": args.seeds, "trainer_flags": trainer_flags,
                                "rows": table}, indent=2) + "\n")
     print(f"\n| {args.dataset} | ours: error % (mean ± std, {len(args.seeds)} seeds) | paper, full MNIST |")

@@ -25,7 +25,8 @@ from trainers import common
 # Sized for a 2-core CPU: a step (three updates, batch 64, mnist5k conv nets) takes about
 # 0.3 s, so 2,000 steps and their evaluations take about 10 minutes.
 DEFAULTS = dict(train_steps=2000, latent_dim=62, feature_dim=64, clip=0.05, center_weight=1.0, margin=1.0,
-                center_memory=10.0, temperature=1.0, lr=2e-4, init_samples=2000)
+                center_memory=10.0, temperature=1.0, lr=2e-4, init_samples=2000,
+                init_restarts=5)
 
 
 def build_parser():
@@ -56,6 +57,8 @@ def build_parser():
     group.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="Adam learning rate of D and G (beta1 0.5)")
     group.add_argument("--init-samples", type=int, default=DEFAULTS["init_samples"],
                        help="real samples for the k-means++ initialisation of the centers")
+    group.add_argument("--init-restarts", type=int, default=DEFAULTS["init_restarts"],
+                       help="k-means++ seedings at initialisation; the lowest-inertia one is kept")
     group.add_argument("--eval-every", type=int, default=None,
                        help="evaluate and log a history line every N steps (None: train_steps / 8)")
     group.add_argument("--no-judge", action="store_true",
@@ -66,7 +69,7 @@ def build_parser():
 
 
 def validate(args, dataset):
-    for flag in ("train_steps", "latent_dim", "feature_dim", "init_samples"):
+    for flag in ("train_steps", "latent_dim", "feature_dim", "init_samples", "init_restarts"):
         if getattr(args, flag) < 1:
             raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
     if args.eval_every is not None and args.eval_every < 1:
@@ -110,7 +113,7 @@ def main(argv=None):
     run.track(model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer)
     if not args.resume:  # a resumed run has its centers from the checkpoint
         sample = np.random.default_rng(args.seed).permutation(len(x))[: args.init_samples]
-        model.init_centers(x[sample])
+        model.init_centers(x[sample], restarts=args.init_restarts)
 
     train_step = run.replicated_step(model.train_step)
     features_of = tf.function(model.features, reduce_retracing=True)

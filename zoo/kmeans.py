@@ -6,6 +6,8 @@
 * `minibatch_update`: one mini-batch K-Means step (Sculley 2010) with per-center learning
   rates 1/count, from per-class feature sums and counts that the caller has summed over
   all replicas, so mirrored centers stay identical everywhere.
+* `lloyd` and `fit`: full-batch Lloyd iterations, and k-means++ seeding followed by them,
+  best of several restarts by inertia (as scikit-learn's `n_init`).
 """
 
 import tensorflow as tf
@@ -53,3 +55,29 @@ def minibatch_update(centers, counts, sums, batch_counts):
     new_counts = counts + batch_counts
     step = (sums - batch_counts[:, None] * centers) / tf.maximum(new_counts, 1.0)[:, None]
     return centers + step, new_counts
+
+
+def lloyd(points, centers, iterations):
+    """`iterations` Lloyd steps from `centers`: (centers, labels, inertia). An empty
+    cluster keeps its center."""
+    points, centers = tf.convert_to_tensor(points, tf.float32), tf.convert_to_tensor(centers, tf.float32)
+    for _ in range(iterations):
+        labels, _ = assign(points, centers)
+        sums, counts = class_sums(points, labels, centers.shape[0])
+        centers = tf.where(counts[:, None] > 0, sums / tf.maximum(counts, 1.0)[:, None], centers)
+    labels, distances = assign(points, centers)
+    inertia = tf.reduce_sum(tf.reduce_min(distances, 1))
+    return centers, labels, inertia
+
+
+def fit(points, k, seed, iterations=10, restarts=1):
+    """k-means++ seeding and Lloyd iterations, the lowest-inertia result of `restarts`
+    seedings (each from its own stateless seed derived from `seed`): (centers, labels)."""
+    seed = tf.cast(seed, tf.int64)
+    best = None
+    for restart in range(max(int(restarts), 1)):
+        start = kmeans_plus_plus(points, k, seed + tf.constant([0, 104729], tf.int64) * restart)
+        centers, labels, inertia = lloyd(points, start, iterations)
+        if best is None or float(inertia) < float(best[2]):
+            best = (centers, labels, inertia)
+    return best[0], best[1]
