@@ -90,3 +90,27 @@ def test_initial_clusters_are_renumbered_to_the_classes_of_labelled_examples():
     assert cluster_accuracy(data.y, aligned) == pytest.approx(cluster_accuracy(data.y, unaligned))
     assert np.mean(aligned == data.y) > cluster_accuracy(data.y, unaligned) - 0.05
     assert np.mean(unaligned == data.y) < 0.5
+
+
+def test_label_spreading_init_keeps_labels_and_beats_renumbered_gmm():
+    import argparse
+
+    from trainers.ganem import initial_soft_labels
+    from zoo.data import labeled_subset
+
+    data = load_dataset("digits")
+    labelled = labeled_subset(data.y, 50, 10, 0)
+    unlabelled = np.setdiff1d(np.arange(len(data)), labelled)
+    error = {}
+    for init in ("spread", "gmm"):
+        w = initial_soft_labels(argparse.Namespace(clusters=10, init=init, seed=0), data.x, data.y, labelled)
+        assert w.shape == (len(data), 10) and np.allclose(w.sum(1), 1.0, atol=1e-5)
+        error[init] = float(np.mean(w.argmax(1)[unlabelled] != data.y[unlabelled]))
+    w = initial_soft_labels(argparse.Namespace(clusters=10, init="spread", seed=0), data.x, data.y, labelled)
+    np.testing.assert_array_equal(w[labelled], np.eye(10)[data.y[labelled]])
+    assert error["spread"] < error["gmm"], error
+
+
+def test_spread_init_without_labels_is_a_one_line_error(tmp_path):
+    result = run_trainer(*SMALL, "--init", "spread", "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 2 and "--init spread needs labelled examples" in result.stderr

@@ -36,9 +36,11 @@ def build_parser():
                        help="M-step (GAN) updates in every later EM iteration")
     group.add_argument("--e-steps", type=int, default=DEFAULTS["e_steps"], help="E-step (E-net) updates per EM iteration")
     group.add_argument("--e-batch-size", type=int, default=64, help="generated samples per E-net update")
-    group.add_argument("--init", choices=["uniform", "kmeans", "gmm"], default=DEFAULTS["init"],
+    group.add_argument("--init", choices=["uniform", "kmeans", "gmm", "spread"], default=None,
                        help="soft labels of the first M-step: uniform 1/K (the paper), one-hot k-means labels "
-                            "on pixels, or the posteriors of a GMM on PCA-50")
+                            "on pixels, the posteriors of a GMM on PCA-50 (default without labels), or label "
+                            "spreading from the --labels examples over a 10-NN graph of PCA-50 features "
+                            "(default with labels)")
     group.add_argument("--generator-loss", choices=["mle", "nonsaturating"], default="mle",
                        help="mle: the paper's -1/2 exp(logit D_c); nonsaturating: -log D_c")
     group.add_argument("--logit-clip", type=float, default=10.0, help="upper clip of the logit in the MLE loss")
@@ -67,6 +69,10 @@ def validate(args, dataset):
     if args.embedding_dim is not None and args.embedding_dim < 1:
         raise common.UsageError(f"--embedding-dim must be at least 1 (got {args.embedding_dim})")
     common.zoo_data.check_num_clusters(args.clusters, len(dataset))
+    if args.init is None:
+        args.init = "spread" if args.labels else DEFAULTS["init"]
+    if args.init == "spread" and not args.labels:
+        raise common.UsageError("--init spread needs labelled examples (--labels N)")
     if args.labels:
         if dataset.y is None:
             raise common.UsageError(f"--labels {args.labels}: dataset {dataset.name} has no labels")
@@ -81,7 +87,8 @@ def validate(args, dataset):
 
 
 def initial_soft_labels(args, x, y=None, labelled=()):
-    """w of the first M-step: uniform, one-hot k-means labels, or GMM-on-PCA posteriors.
+    """w of the first M-step: uniform, one-hot k-means labels, GMM-on-PCA posteriors, or
+    (semi-supervised) label spreading from the labelled examples.
 
     With labelled examples, the k-means / GMM clusters are renumbered to the classes
     they match best on those examples (Hungarian), so that cluster c starts as class c
@@ -92,6 +99,8 @@ def initial_soft_labels(args, x, y=None, labelled=()):
     n, k = len(x), args.clusters
     if args.init == "uniform":
         return np.full((n, k), 1.0 / k, np.float32)
+    if args.init == "spread":  # classes already in label order
+        return baselines.label_spreading_posteriors(x, labelled, y[labelled], k, args.seed)
     if args.init == "kmeans":
         w = np.eye(k, dtype=np.float32)[baselines.kmeans_pixels(x, k, args.seed)]
     else:

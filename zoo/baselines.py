@@ -59,6 +59,31 @@ def gmm_pca_posteriors(x, k: int, seed: int = 0, components: int = 50) -> np.nda
     return gmm.fit(z).predict_proba(z).astype(np.float32)
 
 
+def label_spreading_posteriors(x, labelled, labels, k: int, seed: int = 0, components: int = 50,
+                               neighbors: int = 10) -> np.ndarray:
+    """Semi-supervised: label spreading (Zhou et al. 2004) over a ``neighbors``-nearest-neighbour
+    graph of PCA-``components`` features, from the examples ``labelled`` (indices) with classes
+    ``labels``; returns float32 ``[N, k]`` class distributions (one-hot on labelled rows).
+
+    ``LabelSpreading(kernel="knn", n_neighbors=neighbors, alpha=0.2)``.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.semi_supervised import LabelSpreading
+
+    flat = _flatten(x)
+    n, d = flat.shape
+    dims = max(1, min(int(components), d, n - 1))
+    z = PCA(n_components=dims, whiten=False, random_state=int(seed)).fit_transform(flat)
+    targets = np.full(n, -1, np.int64)
+    targets[labelled] = labels
+    model = LabelSpreading(kernel="knn", n_neighbors=min(int(neighbors), n - 1), alpha=0.2, max_iter=100).fit(z, targets)
+    probs = np.zeros((n, int(k)), np.float32)
+    probs[:, model.classes_] = model.label_distributions_
+    probs /= np.maximum(probs.sum(1, keepdims=True), 1e-12)
+    probs[labelled] = np.eye(int(k), dtype=np.float32)[labels]
+    return probs
+
+
 def gmm_pca(x, k: int, seed: int = 0, components: int = 50) -> np.ndarray:
     """The most likely component of every sample under :func:`gmm_pca_posteriors`."""
     return gmm_pca_posteriors(x, k, seed, components).argmax(axis=1).astype(np.int64)
