@@ -30,6 +30,9 @@ def test_semi_supervised_run_reports_test_error_on_unlabelled_examples(tmp_path)
     # Metrics are computed on the 1,797 - 50 examples not used as labels.
     assert sum(metrics["cluster_sizes"]) == 1797 - 50
     assert "test error" in result.stdout
+    # Where EM started: label spreading from the 50 labels, measured on the same examples.
+    assert metrics["initial"]["init"] == "spread" and 0.0 <= metrics["initial"]["test_error"] <= 1.0
+    assert "initial soft labels (--init spread)" in result.stdout
 
 
 def test_learned_prior_moves_towards_unbalanced_proportions(tmp_path):

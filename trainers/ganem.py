@@ -167,6 +167,12 @@ def main(argv=None):
             report["labels"] = args.labels
         return report
 
+    # Where EM starts from: the metrics of the first soft labels, kept in metrics.json.
+    initial = evaluate(soft_labels.numpy())
+    initial["init"] = args.init
+    if run.chief and dataset.y is not None:
+        print(f"initial soft labels (--init {args.init}): {common.format_metrics(initial)}", flush=True)
+
     # -- the EM loop ---------------------------------------------------------------------
     first = args.first_m_steps + args.e_steps
     per_iteration = args.m_steps + args.e_steps
@@ -215,7 +221,7 @@ def main(argv=None):
     # -- final evaluation, figures, export -------------------------------------------------
     history = run.history("em_iteration")
     run.finish(evaluate(run.posteriors()), "GAN-EM", subset=unlabelled, em_iterations_done=len(history),
-               prior=model.prior.numpy().round(4).tolist(), history=history)
+               prior=model.prior.numpy().round(4).tolist(), initial=initial, history=history)
     return 0
 
 
