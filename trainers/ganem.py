@@ -5,7 +5,8 @@ real data weighted by the current soft labels w) and then `--e-steps` E-net upda
 on generated data; then w(x) = E(x) is recomputed for every real x, the prior pi
 becomes the mean of w, and the clustering is evaluated. The first iteration starts
 from the posteriors of a GMM on PCA-50 (`--init gmm`, default), uniform w (`--init
-uniform`, the paper) or one-hot k-means labels (`--init kmeans`).
+uniform`, the paper), one-hot k-means labels (`--init kmeans`) or, with `--labels`,
+label spreading from the labelled examples (`--init spread`, the default there).
 
 The first M-step is longer (`--first-m-steps`): the GAN starts from scratch there,
 and an E-net trained on poor samples would throw the initial clustering away.
