@@ -117,3 +117,20 @@ def test_label_spreading_init_keeps_labels_and_beats_renumbered_gmm():
 def test_spread_init_without_labels_is_a_one_line_error(tmp_path):
     result = run_trainer(*SMALL, "--init", "spread", "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 2 and "--init spread needs labelled examples" in result.stderr
+
+
+@pytest.mark.slow  # three full default runs on digits: about 1.5 minutes on 2 cores
+def test_over_clustering_keeps_its_clusters_with_the_authors_code_variant(tmp_path):
+    # With the paper's K sigmoid heads every real sample is in one cluster after two EM
+    # iterations at K = 20 on digits (many-to-one ACC 0.10); the (K+1)-way softmax D keeps
+    # 20 clusters, whose many-to-one ACC is at least K = 10's Hungarian ACC.
+    reports = {}
+    for name, flags in (("paper20", ["--clusters", "20"]),
+                        ("code10", ["--clusters", "10", "--variant", "authors-code"]),
+                        ("code20", ["--clusters", "20", "--variant", "authors-code"])):
+        result = run_trainer("--dataset", "digits", *flags, "--quiet", "--no-export", "--run-dir", str(tmp_path / name))
+        assert result.returncode == 0, result.stderr[-3000:]
+        reports[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert sum(size > 0 for size in reports["paper20"]["cluster_sizes"]) <= 5
+    assert sum(size > 0 for size in reports["code20"]["cluster_sizes"]) == 20
+    assert reports["code20"]["many_to_one_acc"] >= reports["code10"]["acc"]
