@@ -260,6 +260,19 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
 
+    judged = [run["judge"] for run in model["per_seed"] if "class_histogram" in run.get("judge", {})]
+    if judged and len(judged) == len(model["per_seed"]):
+        # As the KM-GAN paper's Fashion figure: which classes the generated samples are.
+        from trainers import plots
+
+        fd = [j["fd_classifier"] for j in judged]
+        figure = out.with_name(out.stem + "_classes.png")
+        plots.class_histogram_png([j["class_histogram"] for j in judged], figure,
+                                  title=f"{args.model} on {args.dataset}: generated samples by class (reference "
+                                        f"classifier)\nmean and std of {len(judged)} seeds; FD-classifier "
+                                        f"{np.mean(fd):.0f} ± {np.std(fd):.0f}")
+        print(f"wrote {figure}")
+
     print()
     print_table([(args.model, model), *baselines.items()])
     if not result["acc_meaningful"]:

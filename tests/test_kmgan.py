@@ -101,6 +101,7 @@ def test_command_line_on_synthetic_four_clusters(tmp_path):
     assert metrics_["steps"] == 40 and metrics_["acc"] > 0.9
     assert set(metrics_["judge"]) >= {"fd_classifier", "quality", "diversity", "class_histogram"}
     assert (run_dir / "features.png").stat().st_size > 0
+    assert (run_dir / "generated_classes.png").stat().st_size > 0
     assert (run_dir / "export" / "kmgan_enet" / "1" / "saved_model.pb").exists()
 
 

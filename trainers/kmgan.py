@@ -12,7 +12,7 @@ pixel-space comparison; `--regularizer-weight` > 0 the generalised variant. Besi
 outputs every trainer leaves, features.png shows D's features of real data (PCA to 2-D)
 at several points of training, as the paper's Figure 2 does, and, on labelled data,
 metrics.json carries the reference classifier's judgement of generated samples
-(FD-classifier, quality, diversity, class histogram).
+(FD-classifier, quality, diversity, class histogram), and generated_classes.png the histogram.
 """
 
 import sys
@@ -165,6 +165,9 @@ def main(argv=None):
                                        + ("true label" if y is not None else "cluster"))
         if y is not None and not args.no_judge:
             extra["judge"] = judge(model, dataset, args.seed)
+            plots.class_histogram_png(extra["judge"]["class_histogram"], run.dir / "generated_classes.png",
+                                      title=f"KM-GAN generated samples by class, FD-classifier "
+                                            f"{extra['judge']['fd_classifier']:.0f}")
     run.finish(report, "KM-GAN", predictions=predictions, space=args.space, history=run.history("step"), **extra)
     return 0
 

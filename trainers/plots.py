@@ -107,3 +107,24 @@ def scatter_panels_png(panels, colours, path, title=None):
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def class_histogram_png(histograms, path, title=None, labels=None):
+    """Bars of the class frequencies of generated samples, as a reference classifier judged
+    them: `histograms` [runs, classes] (one run: [classes]); with several runs, the mean
+    and the std over runs as error bars, and the uniform frequency as a dashed line."""
+    histograms = np.atleast_2d(np.asarray(histograms, dtype=float))
+    classes = histograms.shape[1]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * classes + 1.5), 3.0))
+    std = histograms.std(0) if len(histograms) > 1 else None
+    ax.bar(np.arange(classes), histograms.mean(0), yerr=std, capsize=3, color="tab:blue")
+    ax.axhline(1.0 / classes, color="grey", linestyle="--", linewidth=1, label="uniform")
+    ax.set_xticks(np.arange(classes), labels if labels is not None else [str(i) for i in range(classes)])
+    ax.set_xlabel("class (reference classifier)")
+    ax.set_ylabel("share of generated samples")
+    ax.legend(loc="upper right", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
