@@ -134,3 +134,11 @@ def test_over_clustering_keeps_its_clusters_with_the_authors_code_variant(tmp_pa
     assert sum(size > 0 for size in reports["paper20"]["cluster_sizes"]) <= 5
     assert sum(size > 0 for size in reports["code20"]["cluster_sizes"]) == 20
     assert reports["code20"]["many_to_one_acc"] >= reports["code10"]["acc"]
+
+
+def test_empty_clusters_of_the_paper_variant_get_a_hint(tmp_path):
+    # Four M-steps cannot fill 20 clusters: the run says so once and names the variant that keeps them.
+    result = run_trainer(*SMALL, "--clusters", "20", "--no-export", "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    hints = [line for line in result.stdout.splitlines() if line.startswith("note:") and "clusters hold no" in line]
+    assert len(hints) == 1 and "--variant authors-code" in hints[0], result.stdout

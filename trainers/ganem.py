@@ -189,6 +189,7 @@ def main(argv=None):
     limit = total if args.max_steps is None else min(total, args.max_steps)
     run.progress(limit)
     iterator, iterator_of = None, None
+    hinted_empty = False
     try:
         while run.step < limit:
             iteration, offset, m_steps = position(run.step)
@@ -215,6 +216,12 @@ def main(argv=None):
                 run.log_iteration(report, f"EM iteration {iteration + 1}/{args.em_iterations}: "
                                           f"{common.format_metrics(report)}  (E-net: {report['e_acc_fake']:.2f} acc "
                                           f"on fakes, {report['posterior_confidence']:.2f} mean confidence on real data)")
+                empty = k - len(np.unique(probs.argmax(1)))
+                if empty and args.variant == "paper" and not hinted_empty:
+                    # The paper's K sigmoid heads lose clusters when K is large (README, Results).
+                    hinted_empty = True
+                    run.note(f"{empty} of {k} clusters hold no real sample; with many clusters "
+                             f"--variant authors-code keeps them (its D is a (K+1)-way softmax)")
                 run.save()
     except KeyboardInterrupt:
         return run.interrupted()

@@ -189,6 +189,11 @@ class Run:
         self.scalars("eval", report)
         return report
 
+    def note(self, text):
+        """A line for the user (chief only), above the progress bar."""
+        if self.chief:
+            self._progress.write(f"note: {text}")
+
     def log_iteration(self, report, text):
         """One line per iteration on screen and in history.jsonl (kept across --resume)."""
         self._progress.write(text)
