@@ -84,11 +84,7 @@ def curve_png(xs, series, path, xlabel, title=None):
     ax.set_xticks(list(xs))
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _finish_axes(fig, ax, path, title)
 
 
 def scatter_panels_png(panels, colours, path, title=None):
@@ -123,6 +119,11 @@ def class_histogram_png(histograms, path, title=None, labels=None):
     ax.set_xlabel("class (reference classifier)")
     ax.set_ylabel("share of generated samples")
     ax.legend(loc="upper right", fontsize=8)
+    _finish_axes(fig, ax, path, title)
+
+
+def _finish_axes(fig, ax, path, title):
+    """Title, layout, PNG at 90 dpi, figure closed: the ending of the one-axes figures."""
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
