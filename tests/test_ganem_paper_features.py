@@ -122,7 +122,7 @@ def test_spread_init_without_labels_is_a_one_line_error(tmp_path):
 @pytest.mark.slow  # three full default runs on digits: about 1.5 minutes on 2 cores
 def test_over_clustering_keeps_its_clusters_with_the_authors_code_variant(tmp_path):
     # With the paper's K sigmoid heads every real sample is in one cluster from the third EM
-    # iterations at K = 20 on digits (many-to-one ACC 0.10); the (K+1)-way softmax D keeps
+    # iteration on at K = 20 on digits (many-to-one ACC 0.10); the (K+1)-way softmax D keeps
     # 20 clusters, whose many-to-one ACC is at least K = 10's Hungarian ACC.
     reports = {}
     for name, flags in (("paper20", ["--clusters", "20"]),
