@@ -149,7 +149,8 @@ def main(argv=None):
         w[labelled] = np.eye(k, dtype=np.float32)[y[labelled]]
         return w
 
-    soft_labels = tf.Variable(with_known_labels(initial_soft_labels(args, x, y, labelled)), name="soft_labels")
+    first_soft_labels = with_known_labels(initial_soft_labels(args, x, y, labelled))
+    soft_labels = tf.Variable(first_soft_labels, name="soft_labels")
     run.track(model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer,
               e_optimizer=model.e_optimizer, soft_labels=soft_labels)
 
@@ -159,17 +160,18 @@ def main(argv=None):
                                                    min(args.batch_size, args.labels), args.seed)
                         if args.labels else None)
 
-    def evaluate(probs):
+    def evaluate(probs, log=True):
         """Metrics on the examples not used as labels."""
-        report = run.evaluate(probs, unlabelled)
+        report = run.evaluate(probs, unlabelled, log=log)
         if args.labels:
             # Labelled data pin cluster c to class c: the error needs no matching.
             report["test_error"] = float(np.mean(probs.argmax(1)[unlabelled] != y[unlabelled]))
             report["labels"] = args.labels
         return report
 
-    # Where EM starts from: the metrics of the first soft labels, kept in metrics.json.
-    initial = evaluate(soft_labels.numpy())
+    # Where EM starts from: the metrics of the first soft labels (not the restored ones of a
+    # --resume), kept in metrics.json and not logged as a point of the evaluation curve.
+    initial = evaluate(first_soft_labels, log=False)
     initial["init"] = args.init
     if run.chief and dataset.y is not None:
         print(f"initial soft labels (--init {args.init}): {common.format_metrics(initial)}", flush=True)

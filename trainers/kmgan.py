@@ -25,8 +25,7 @@ from trainers import common
 # Sized for a 2-core CPU: a step (three updates, batch 64, mnist5k conv nets) takes about
 # 0.3 s, so 2,000 steps and their evaluations take about 10 minutes.
 DEFAULTS = dict(train_steps=2000, latent_dim=62, feature_dim=64, clip=0.05, center_weight=1.0, margin=1.0,
-                center_memory=10.0, temperature=1.0, lr=2e-4, init_samples=2000,
-                init_restarts=5)
+                center_memory=10.0, temperature=1.0, lr=2e-4, init_samples=2000, init_restarts=5)
 
 
 def build_parser():

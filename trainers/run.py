@@ -179,14 +179,16 @@ class Run:
             self._posterior = tf.function(self.model.cluster_probs, reduce_retracing=True)
         return common.predict_in_batches(self._posterior, self.dataset.x)
 
-    def evaluate(self, probs, subset=None):
-        """Clustering metrics of argmax `probs` on `subset` (default: all samples)."""
+    def evaluate(self, probs, subset=None, log=True):
+        """Clustering metrics of argmax `probs` on `subset` (default: all samples); `log`
+        also writes them to TensorBoard at the current step."""
         y = self.dataset.y
         subset = np.arange(len(probs)) if subset is None else subset
         predictions = probs.argmax(1)
         report = common.clustering_metrics(None if y is None else y[subset], predictions[subset],
                                            self.model.num_clusters)
-        self.scalars("eval", report)
+        if log:
+            self.scalars("eval", report)
         return report
 
     def note(self, text):

@@ -40,6 +40,16 @@ def kmeans_pixels(x, k: int, seed: int = 0) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+def _pca(x, components: int, seed: int) -> np.ndarray:
+    """PCA of the flattened ``x`` to ``min(components, D, N-1)`` dims, no whitening."""
+    from sklearn.decomposition import PCA
+
+    flat = _flatten(x)
+    n, d = flat.shape
+    dims = max(1, min(int(components), d, n - 1))
+    return PCA(n_components=dims, whiten=False, random_state=int(seed)).fit_transform(flat)
+
+
 def gmm_pca_posteriors(x, k: int, seed: int = 0, components: int = 50) -> np.ndarray:
     """PCA to ``min(components, D, N-1)`` dims (no whitening), then a full-covariance GMM;
     returns the posterior over components of every sample, float32 ``[N, k]``.
@@ -47,13 +57,9 @@ def gmm_pca_posteriors(x, k: int, seed: int = 0, components: int = 50) -> np.nda
     ``GaussianMixture(k, covariance_type="full", reg_covar=1e-3, n_init=2, init_params="kmeans",
     random_state=seed)``.
     """
-    from sklearn.decomposition import PCA
     from sklearn.mixture import GaussianMixture
 
-    flat = _flatten(x)
-    n, d = flat.shape
-    dims = max(1, min(int(components), d, n - 1))
-    z = PCA(n_components=dims, whiten=False, random_state=int(seed)).fit_transform(flat)
+    z = _pca(x, components, seed)
     gmm = GaussianMixture(n_components=int(k), covariance_type="full", reg_covar=1e-3, n_init=2,
                           max_iter=200, init_params="kmeans", random_state=int(seed))
     return gmm.fit(z).predict_proba(z).astype(np.float32)
@@ -67,13 +73,10 @@ def label_spreading_posteriors(x, labelled, labels, k: int, seed: int = 0, compo
 
     ``LabelSpreading(kernel="knn", n_neighbors=neighbors, alpha=0.2)``.
     """
-    from sklearn.decomposition import PCA
     from sklearn.semi_supervised import LabelSpreading
 
-    flat = _flatten(x)
-    n, d = flat.shape
-    dims = max(1, min(int(components), d, n - 1))
-    z = PCA(n_components=dims, whiten=False, random_state=int(seed)).fit_transform(flat)
+    z = _pca(x, components, seed)
+    n = len(z)
     targets = np.full(n, -1, np.int64)
     targets[labelled] = labels
     model = LabelSpreading(kernel="knn", n_neighbors=min(int(neighbors), n - 1), alpha=0.2, max_iter=100).fit(z, targets)

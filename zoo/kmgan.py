@@ -25,8 +25,9 @@ where it matters):
   in one cluster (measured on `synthetic` and `digits`). The spread is the harmonic mean
   over pairs of classes, which the closest pair dominates: with the arithmetic mean D
   could still let two clusters merge while the others moved apart, and on
-  `synthetic:clusters=4` two blobs merged after 1,000-1,500 steps in 2 of 3 seeds. Even so, on images the features
-  D learns for the game cluster worse than its random initial features (see README).
+  `synthetic:clusters=4` two blobs merged after 1,000-1,500 steps in 2 of 3 seeds. Even so,
+  on images the features D learns for the game cluster worse than its random initial
+  features (see README).
 * Zoo contract: every model has a generator per cluster. With `conditional=True` (default)
   G takes the one-hot cluster c and a fake's class is c, so the K-Means labels play exactly
   the role of CGAN's real labels, which is the paper's motivation. With `conditional=False`
@@ -184,7 +185,7 @@ class KMGAN(ClusterModel):
             for v in self.discriminator.trainable_variables:
                 v.assign(tf.clip_by_value(v, -self.clip, self.clip))
 
-        features = self._features_in_batches(x)
+        features = tf.concat([self.features(x[i:i + 500]) for i in range(0, len(x), 500)], 0)
         if self.space == "pixel":
             pixel_centers, labels = kmeans.fit(self._flat(x), self.num_clusters, seed, iterations, restarts)
             self.pixel_centers.assign(pixel_centers)
@@ -197,9 +198,6 @@ class KMGAN(ClusterModel):
             self.centers.assign(centers)
             counts = kmeans.class_sums(features, labels, self.num_clusters)[1]
         self.center_counts.assign(tf.minimum(counts, self.center_memory))
-
-    def _features_in_batches(self, x, batch=500):
-        return tf.concat([self.features(x[i:i + batch]) for i in range(0, len(x), batch)], 0)
 
     def real_labels(self, x, features):
         """K-Means labels of real samples: nearest center in feature (or pixel) space."""
