@@ -33,6 +33,8 @@ def test_semi_supervised_run_reports_test_error_on_unlabelled_examples(tmp_path)
     # Where EM started: label spreading from the 50 labels, measured on the same examples.
     assert metrics["initial"]["init"] == "spread" and 0.0 <= metrics["initial"]["test_error"] <= 1.0
     assert "initial soft labels (--init spread)" in result.stdout
+    # Labels on images: the E-net trains on random poses unless told otherwise.
+    assert json.loads((run_dir / "config.json").read_text())["augment"] == "all"
 
 
 def test_learned_prior_moves_towards_unbalanced_proportions(tmp_path):
@@ -63,6 +65,7 @@ def test_embedding_dim_2_exports_embedding_and_plots(tmp_path):
     (["--labels", "1797"], "--labels 1797"),
     (["--labels", "50", "--clusters", "5"], "--clusters equal to the number of classes"),
     (["--embedding-dim", "0"], "--embedding-dim must be at least 1"),
+    (["--dataset", "synthetic", "--augment", "labelled"], "--augment labelled needs image data"),
 ])
 def test_bad_paper_options_are_one_line_errors(tmp_path, args, expected):
     result = run_trainer(*SMALL, "--run-dir", str(tmp_path / "run"), *args)

@@ -7,6 +7,8 @@ becomes the mean of w, and the clustering is evaluated. The first iteration star
 from the posteriors of a GMM on PCA-50 (`--init gmm`, default), uniform w (`--init
 uniform`, the paper), one-hot k-means labels (`--init kmeans`) or, with `--labels`,
 label spreading from the labelled examples (`--init spread`, the default there).
+With `--labels` on images the E-net also trains on randomly shifted and rotated
+copies of its images (`--augment all`; not in the paper, which `--augment none` is).
 
 The first M-step is longer (`--first-m-steps`): the GAN starts from scratch there,
 and an E-net trained on poor samples would throw the initial clustering away.
@@ -54,6 +56,11 @@ def build_parser():
                        help="paper: K sigmoid heads, MLE generator loss, c ~ pi in the E-step, learned pi; "
                             "authors-code: (K+1)-way softmax D with a fake class, cross-entropy G loss, "
                             "class-balanced E-step, uniform pi")
+    group.add_argument("--augment", choices=["none", "labelled", "all"], default=None,
+                       help="random shifts (up to 10%% of the side) and rotations (up to 10 degrees) of the "
+                            "E-net's training images, not in the paper: none; labelled (the labelled batch of "
+                            "--labels); all (the generated samples too, the default with --labels on images: "
+                            "README, Results); images only")
     group.add_argument("--fixed-prior", action="store_true", help="keep pi uniform instead of learning it")
     group.add_argument("--architecture", choices=["auto", "conv", "mlp"], default="auto",
                        help="networks: auto picks conv for square images, mlp for vectors and small images")
@@ -70,6 +77,11 @@ def validate(args, dataset):
     if args.embedding_dim is not None and args.embedding_dim < 1:
         raise common.UsageError(f"--embedding-dim must be at least 1 (got {args.embedding_dim})")
     common.zoo_data.check_num_clusters(args.clusters, len(dataset))
+    if args.augment is None:
+        args.augment = "all" if args.labels and len(dataset.input_shape) == 3 else "none"
+    if args.augment != "none" and len(dataset.input_shape) != 3:
+        raise common.UsageError(f"--augment {args.augment} needs image data; {dataset.name} has samples of shape "
+                                f"{tuple(dataset.input_shape)}")
     if args.init is None:
         args.init = "spread" if args.labels else DEFAULTS["init"]
     if args.init == "spread" and not args.labels:
@@ -131,7 +143,8 @@ def main(argv=None):
         model = GANEM(
             dataset.input_shape, k, latent_dim=args.latent_dim, embedding_dim=args.embedding_dim,
             generator_loss=args.generator_loss, logit_clip=args.logit_clip, e_batch_size=args.e_batch_size,
-            learn_prior=not args.fixed_prior, variant=args.variant, architecture=args.architecture, seed=args.seed,
+            learn_prior=not args.fixed_prior, variant=args.variant, augment=args.augment, architecture=args.architecture,
+            seed=args.seed,
         )
         model.compile(
             g_optimizer=keras.optimizers.Adam(args.lr_g, beta_1=0.5),

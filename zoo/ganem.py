@@ -25,6 +25,7 @@ each phase and the pieces they are made of.
 import keras
 import tensorflow as tf
 
+from zoo import augment as augmentation
 from zoo import losses
 from zoo.base import ClusterModel
 from zoo.networks import build_classifier, build_generator
@@ -47,11 +48,15 @@ class GANEM(ClusterModel):
         learn_prior: update pi from the E-step posteriors (False keeps it uniform;
             always False for variant "authors-code").
         variant: "paper" or "authors-code" (see the module docstring).
+        augment: random small shifts and rotations of the E-net's training images
+            (not in the paper): "none", "labelled" (the labelled real batch of the
+            semi-supervised setting) or "all" (the generated samples too).
         architecture, seed: see `ClusterModel`.
     """
 
     zoo_name = "ganem"
     VARIANTS = ("paper", "authors-code")
+    AUGMENTS = ("none", "labelled", "all")
 
     def __init__(
         self,
@@ -64,6 +69,7 @@ class GANEM(ClusterModel):
         e_batch_size=64,
         learn_prior=True,
         variant="paper",
+        augment="none",
         architecture="auto",
         seed=0,
         **kwargs,
@@ -73,7 +79,12 @@ class GANEM(ClusterModel):
             raise ValueError(f"generator_loss must be one of {sorted(losses.GENERATOR_LOSSES)}, got {generator_loss!r}")
         if variant not in self.VARIANTS:
             raise ValueError(f"variant must be one of {self.VARIANTS}, got {variant!r}")
+        if augment not in self.AUGMENTS:
+            raise ValueError(f"augment must be one of {self.AUGMENTS}, got {augment!r}")
+        if augment != "none":
+            augmentation.check_images(self.data_shape)
         self.variant = variant
+        self.augment = augment
         self.embedding_dim = int(embedding_dim) if embedding_dim else None
         self.generator_loss = generator_loss
         self.logit_clip = float(logit_clip)
@@ -103,6 +114,7 @@ class GANEM(ClusterModel):
             e_batch_size=self.e_batch_size,
             learn_prior=self.learn_prior,
             variant=self.variant,
+            augment=self.augment,
         )
         return config
 
@@ -186,6 +198,12 @@ class GANEM(ClusterModel):
             c = self.draw_balanced_clusters(batch, self.step_seed(step, 4))
         z = self.draw_noise(batch, self.step_seed(step, 5))
         fake = self.generator([z, tf.one_hot(c, self.num_clusters)], training=False)
+        # Augmentation (an option, not the paper): the E-net sees every image in a new pose.
+        if self.augment == "all":
+            fake = augmentation.random_pose(fake, self.step_seed(step, 6))
+        if labelled is not None and self.augment != "none":
+            x_l, y_l = labelled
+            labelled = (augmentation.random_pose(x_l, self.step_seed(step, 7)), y_l)
         return self.enet_update(fake, c, labelled)
 
     # -- between E and M ------------------------------------------------------------
