@@ -81,7 +81,8 @@ def main(argv=None):
         print(f"{labels} labels: test error {100 * np.mean(errors):.2f} ± {100 * np.std(errors):.2f} % "
               f"({len(errors)} seeds)", flush=True)
     suffix = "_augment" if args.augment else ""
-    out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / f"supervised_enet_{args.dataset}{suffix}.json"
+    results = REPO / "benchmarks" / "results"
+    out = Path(args.out) if args.out else results / f"supervised_enet_{args.dataset}{suffix}.json"
     out.write_text(json.dumps({"benchmark": "supervised_enet", "dataset": args.dataset, "steps": args.steps,
                                "augment": args.augment,
                                "seeds": args.seeds, "rows": rows}, indent=2) + "\n")

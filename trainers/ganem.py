@@ -143,8 +143,8 @@ def main(argv=None):
         model = GANEM(
             dataset.input_shape, k, latent_dim=args.latent_dim, embedding_dim=args.embedding_dim,
             generator_loss=args.generator_loss, logit_clip=args.logit_clip, e_batch_size=args.e_batch_size,
-            learn_prior=not args.fixed_prior, variant=args.variant, augment=args.augment, architecture=args.architecture,
-            seed=args.seed,
+            learn_prior=not args.fixed_prior, variant=args.variant, augment=args.augment,
+            architecture=args.architecture, seed=args.seed,
         )
         model.compile(
             g_optimizer=keras.optimizers.Adam(args.lr_g, beta_1=0.5),

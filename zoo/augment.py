@@ -2,8 +2,9 @@
 
 Used to augment what a classifier trains on (GAN-EM's E-net): with few labelled
 examples, a network that sees each one in many small poses generalises much better
-(on mnist5k, an E-net trained on 1,000 labels alone: 8.2 % test error without, 3.7 %
-with; benchmarks/supervised_enet.py --augment).
+(on mnist5k, GAN-EM's E-net trained on the labelled examples alone: 8.4 % test error
+without, 4.4 % with, for 1,000 labels; 19.9 % and 10.7 % for 100; 3 seeds,
+benchmarks/supervised_enet.py [--augment]).
 """
 
 import math
