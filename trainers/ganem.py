@@ -77,11 +77,12 @@ def validate(args, dataset):
     if args.embedding_dim is not None and args.embedding_dim < 1:
         raise common.UsageError(f"--embedding-dim must be at least 1 (got {args.embedding_dim})")
     common.zoo_data.check_num_clusters(args.clusters, len(dataset))
+    images = len(dataset.input_shape) == 3  # (height, width, channels)
     if args.augment is None:
-        args.augment = "all" if args.labels and len(dataset.input_shape) == 3 else "none"
-    if args.augment != "none" and len(dataset.input_shape) != 3:
+        args.augment = "all" if args.labels and images else "none"
+    if args.augment != "none" and not images:
         raise common.UsageError(f"--augment {args.augment} needs image data; {dataset.name} has samples of shape "
-                                f"{tuple(dataset.input_shape)}")
+                                f"{tuple(dataset.input_shape)} (use --augment none)")
     if args.init is None:
         args.init = "spread" if args.labels else DEFAULTS["init"]
     if args.init == "spread" and not args.labels:
