@@ -18,6 +18,7 @@ Standard deviations are population std over seeds (np.std).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None,
                         help="output JSON (default: benchmarks/results/<model>_<dataset>.json)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the k-means / GMM baselines")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="seeds trained at once, one process each (more than 1 only pays with spare cores; "
+                             "wall_seconds then include the contention)")
     return parser
 
 
@@ -169,6 +173,8 @@ def main(argv=None) -> int:
                  f"(--dataset, --seeds, --clusters, --data-dir, --work-dir), not after")
     if len(set(args.seeds)) != len(args.seeds):
         _die(f"--seeds has duplicates: {args.seeds}")
+    if args.jobs < 1:
+        _die(f"--jobs must be at least 1 (got {args.jobs})")
 
     # Validate the dataset here, so a bad spec fails in one line before any training.
     try:
@@ -200,9 +206,14 @@ def main(argv=None) -> int:
                "--seed", str(seed), "--run-dir", str(run_dir), "--quiet"]
         if args.data_dir:
             cmd += ["--data-dir", args.data_dir]
-        cmd += trainer_flags
-        trainer_argv[str(seed)] = cmd
-        rc, seconds = run_trainer(cmd, run_dir / "trainer.log")
+        trainer_argv[str(seed)] = cmd + trainer_flags
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        finished = pool.map(lambda seed: run_trainer(trainer_argv[str(seed)], work / f"seed{seed}" / "trainer.log"),
+                            args.seeds)
+        outcomes = dict(zip(args.seeds, finished))
+    for seed in args.seeds:
+        run_dir, cmd = work / f"seed{seed}", trainer_argv[str(seed)]
+        rc, seconds = outcomes[seed]
         metrics_path = run_dir / "metrics.json"
         if rc != 0 or not metrics_path.exists():
             tail = (run_dir / "trainer.log").read_text(errors="replace").strip().splitlines()[-8:]

@@ -45,6 +45,7 @@ def main(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset", default="mnist5k")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=1, help="seeds trained at once (benchmarks/clustering.py --jobs)")
     parser.add_argument("--rows", nargs="+", default=[r[0] for r in ROWS], help="rows to run (names as printed)")
     parser.add_argument("--tag", default="", help="added to every result file name, e.g. the variant the trainer "
                                                   "flags select (ganem_paper_table_<dataset>_<tag>_<row>.json)")
@@ -62,7 +63,7 @@ def main(argv=None):
             continue
         row_out = results_dir / f"{stem}_{name.replace(' ', '_').replace('=', '')}.json"
         cmd = [sys.executable, str(REPO / "benchmarks" / "ganem_mnist5k.py"), "--dataset", args.dataset,
-               "--seeds", *map(str, args.seeds), "--out", str(row_out), *bench_flags,
+               "--seeds", *map(str, args.seeds), "--jobs", str(args.jobs), "--out", str(row_out), *bench_flags,
                "--", *row_flags, *trainer_flags]
         print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
         if subprocess.run(cmd, cwd=REPO).returncode != 0:
