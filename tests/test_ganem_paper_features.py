@@ -37,6 +37,16 @@ def test_semi_supervised_run_reports_test_error_on_unlabelled_examples(tmp_path)
     assert json.loads((run_dir / "config.json").read_text())["augment"] == "all"
 
 
+@pytest.mark.parametrize("flags, e_steps", [([], 200), (["--labels", "50"], 800),
+                                             (["--labels", "50", "--e-steps", "5"], 5)])
+def test_labelled_runs_default_to_longer_e_steps(flags, e_steps):
+    from trainers.ganem import build_parser, validate
+
+    args = build_parser().parse_args(["--dataset", "digits", *flags])
+    validate(args, load_dataset("digits", seed=0))
+    assert args.e_steps == e_steps
+
+
 def test_learned_prior_moves_towards_unbalanced_proportions(tmp_path):
     data = load_dataset("synthetic:clusters=2,samples=2000,dim=10", seed=0)
     keep = np.concatenate([np.flatnonzero(data.y == 0)[:800], np.flatnonzero(data.y == 1)[:200]])

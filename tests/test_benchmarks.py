@@ -1,0 +1,34 @@
+"""The clustering benchmark's command line: seeds run concurrently with --jobs and land in one JSON."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(*argv):
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / "clustering.py"), *argv],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def test_jobs_runs_every_seed_and_summarises_them(tmp_path):
+    out = tmp_path / "result.json"
+    result = run_benchmark("--model", "ganem", "--dataset", "digits", "--seeds", "3", "4", "--jobs", "2",
+                           "--no-baselines", "--work-dir", str(tmp_path / "runs"), "--out", str(out),
+                           "--", "--max-steps", "3", "--no-export")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    assert summary["seeds"] == [3, 4]
+    per_seed = summary["ganem"]["per_seed"]
+    assert [run["seed"] for run in per_seed] == [3, 4]
+    assert len({run["run_dir"] for run in per_seed}) == 2
+    assert all(Path(run["run_dir"], "metrics.json").exists() for run in per_seed)
+    assert "--seed" in summary["trainer_argv"]["4"] and "4" in summary["trainer_argv"]["4"]
+
+
+def test_bad_jobs_is_a_one_line_error(tmp_path):
+    result = run_benchmark("--jobs", "0", "--work-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["clustering.py: error: --jobs must be at least 1 (got 0)"]
