@@ -38,6 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from trainers.common import HelpFormatter  # noqa: E402
 from zoo import data as zoo_data  # noqa: E402
 from zoo.baselines import SUMMARY_KEYS, run_baselines, summarize  # noqa: E402
 from zoo.registry import MODELS  # noqa: E402
@@ -53,15 +54,6 @@ def _die(message: str, code: int = 2):
     sys.exit(code)
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except None ones (their help text says what happens)."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"python benchmarks/{PROG}",
@@ -74,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                "over seeds of acc = Hungarian ACC, nmi, ari, purity, many_to_one_acc, wall_seconds, "
                "every ms_per_* timing the trainer reports, plus per_seed metrics) and baselines "
                "(same fields for kmeans_pixels and gmm_pca50).",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--model", default="ganem", choices=sorted(MODELS), help="which zoo model to train")
     parser.add_argument("--dataset", default="mnist5k", help="dataset spec, as for the trainers")

@@ -29,12 +29,21 @@ class RunFailed(Exception):
 
 
 # -- flags ------------------------------------------------------------------------
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None and False ones (their help text says what happens)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def base_parser(model_name, description):
     """The flags every trainer shares; their names are fixed across the zoo."""
     parser = argparse.ArgumentParser(
         prog=f"python -m trainers.{model_name}",
         description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     names = ", ".join(zoo_data.DATASETS)
     parser.add_argument("--dataset", default="mnist5k",
