@@ -125,6 +125,20 @@ def machine_info() -> dict:
     return info
 
 
+def fresh_directory(path: Path) -> Path:
+    """Creates `path`, or `path-2`, `path-3`, ... if taken: two benchmarks started in the same
+    second must not train into the same run directories."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = path, 1
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = path.with_name(f"{path.name}-{n}")
+
+
 def run_trainer(argv, log_path: Path):
     """Runs one trainer; returns (exit code, seconds). stdout+stderr go to log_path."""
     env = dict(os.environ)
@@ -184,8 +198,7 @@ def main(argv=None) -> int:
     name = f"{args.model}_{slug(args.dataset)}"
     out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / f"{name}.json"
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    work = Path(args.work_dir).resolve() / f"{name}-{stamp}"
-    work.mkdir(parents=True, exist_ok=True)
+    work = fresh_directory(Path(args.work_dir).resolve() / f"{name}-{stamp}")
     timestamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
     print(f"benchmark {name}: dataset {args.dataset}, K={k}, seeds {args.seeds}, runs under {work}",

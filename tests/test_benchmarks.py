@@ -32,3 +32,13 @@ def test_bad_jobs_is_a_one_line_error(tmp_path):
     result = run_benchmark("--jobs", "0", "--work-dir", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["clustering.py: error: --jobs must be at least 1 (got 0)"]
+
+
+def test_benchmarks_started_together_get_their_own_run_directories(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from clustering import fresh_directory
+
+    first = fresh_directory(tmp_path / "runs" / "ganem_mnist5k-20261125-203443")
+    second = fresh_directory(tmp_path / "runs" / "ganem_mnist5k-20261125-203443")
+    assert first != second and first.is_dir() and second.is_dir()
+    assert second.name == "ganem_mnist5k-20261125-203443-2"
