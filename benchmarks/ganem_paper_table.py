@@ -49,6 +49,9 @@ def main(argv=None):
     parser.add_argument("--rows", nargs="+", default=[r[0] for r in ROWS], help="rows to run (names as printed)")
     parser.add_argument("--tag", default="", help="added to every result file name, e.g. the variant the trainer "
                                                   "flags select (ganem_paper_table_<dataset>_<tag>_<row>.json)")
+    parser.add_argument("--collect", action="store_true",
+                        help="train nothing: build the table from the rows' JSON files already written (e.g. rows run "
+                             "as separate processes)")
     parser.add_argument("--out", default=None,
                         help="JSON path (default benchmarks/results/ganem_paper_table_<dataset>[_<tag>].json)")
     args = parser.parse_args(ours)
@@ -65,18 +68,27 @@ def main(argv=None):
         cmd = [sys.executable, str(REPO / "benchmarks" / "ganem_mnist5k.py"), "--dataset", args.dataset,
                "--seeds", *map(str, args.seeds), "--jobs", str(args.jobs), "--out", str(row_out), *bench_flags,
                "--", *row_flags, *trainer_flags]
-        print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
-        if subprocess.run(cmd, cwd=REPO).returncode != 0:
-            print(f"row {name!r} failed", file=sys.stderr)
-            return 1
-        summary = json.loads(row_out.read_text())["ganem"]
+        if args.collect:
+            if not row_out.exists():
+                print(f"ganem_paper_table.py: error: --collect: no results for row {name!r} ({row_out})",
+                      file=sys.stderr)
+                return 2
+        else:
+            print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+            if subprocess.run(cmd, cwd=REPO).returncode != 0:
+                print(f"row {name!r} failed", file=sys.stderr)
+                return 1
+        row_result = json.loads(row_out.read_text())
+        summary = row_result["ganem"]
         ours_mean, ours_std = error_percent(summary, metric)
         table.append({"row": name, "error_mean": round(ours_mean, 2), "error_std": round(ours_std, 2),
-                      "error_from": metric, "paper_mnist_error": paper, "json": str(row_out.relative_to(REPO))})
+                      "error_from": metric, "paper_mnist_error": paper, "seeds": row_result["seeds"],
+                      "row_trainer_flags": row_result["trainer_flags"], "json": str(row_out.relative_to(REPO))})
     out = Path(args.out) if args.out else results_dir / f"{stem}.json"
-    out.write_text(json.dumps({"dataset": args.dataset, "seeds": args.seeds, "trainer_flags": trainer_flags,
+    seeds = sorted({seed for row in table for seed in row["seeds"]}) if args.collect else args.seeds
+    out.write_text(json.dumps({"dataset": args.dataset, "seeds": seeds, "trainer_flags": trainer_flags,
                                "rows": table}, indent=2) + "\n")
-    print(f"\n| {args.dataset} | ours: error % (mean ± std, {len(args.seeds)} seeds) | paper, full MNIST |")
+    print(f"\n| {args.dataset} | ours: error % (mean ± std, {len(seeds)} seeds) | paper, full MNIST |")
     print("|---|---|---|")
     for row in table:
         print(f"| {row['row']} | {row['error_mean']:.2f} ± {row['error_std']:.2f} | {row['paper_mnist_error']:.2f} |")

@@ -42,3 +42,20 @@ def test_benchmarks_started_together_get_their_own_run_directories(tmp_path):
     second = fresh_directory(tmp_path / "runs" / "ganem_mnist5k-20261125-203443")
     assert first != second and first.is_dir() and second.is_dir()
     assert second.name == "ganem_mnist5k-20261125-203443-2"
+
+
+def test_paper_table_collects_rows_run_separately(tmp_path):
+    # Rows already measured (committed JSON): --collect trains nothing and tables them.
+    out = tmp_path / "table.json"
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ganem_paper_table.py"), "--collect",
+                             "--tag", "augment-all", "--rows", "100 labels", "1000 labels", "--out", str(out)],
+                            capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = json.loads(out.read_text())
+    rows = {row["row"]: row for row in table["rows"]}
+    measured = json.loads((REPO / rows["1000 labels"]["json"]).read_text())["ganem"]["test_error_mean"]
+    assert rows["1000 labels"]["error_mean"] == round(100 * measured, 2)
+    assert "| 100 labels |" in result.stdout
+    missing = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ganem_paper_table.py"), "--collect",
+                              "--tag", "no-such-tag", "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert missing.returncode == 2 and "no results for row" in missing.stderr
