@@ -6,7 +6,10 @@ For every row of the paper's MNIST table that can be run here (unsupervised K = 
 (one trainer run per seed, same data, classical baselines alongside) and prints our
 error beside the paper's:
 
-    python benchmarks/ganem_paper_table.py --dataset mnist5k --seeds 0 1 2 [-- TRAINER_FLAGS]
+    python benchmarks/ganem_paper_table.py --dataset mnist5k --seeds 0 1 2 [--jobs 3] [-- TRAINER_FLAGS]
+
+Rows run as separate processes (`--rows ...` each, same `--tag`) are put into one table by
+`--collect --tag T`, which trains nothing.
 
 Errors, in %: unsupervised K = 10 is 1 - Hungarian ACC; K = 20 and 30 are
 1 - many-to-one ACC (Hungarian ACC cannot match 20 clusters to 10 classes); with
