@@ -7,8 +7,10 @@ becomes the mean of w, and the clustering is evaluated. The first iteration star
 from the posteriors of a GMM on PCA-50 (`--init gmm`, default), uniform w (`--init
 uniform`, the paper), one-hot k-means labels (`--init kmeans`) or, with `--labels`,
 label spreading from the labelled examples (`--init spread`, the default there).
-With `--labels` on images the E-net also trains on randomly shifted and rotated
-copies of its images (`--augment all`; not in the paper, which `--augment none` is).
+With `--labels` the E-step is four times longer (800 updates), since the labelled
+cross-entropy keeps improving with more updates, and on images the E-net also trains
+on randomly shifted and rotated copies of its images (`--augment all`; not in the
+paper, which `--augment none` is).
 
 The first M-step is longer (`--first-m-steps`): the GAN starts from scratch there,
 and an E-net trained on poor samples would throw the initial clustering away.
@@ -26,7 +28,7 @@ from trainers import common
 # Defaults sized for a 2-core CPU (about 10 minutes on mnist5k); see README "Results"
 # for why the first soft labels come from a GMM rather than the paper's uniform w.
 # With --labels the E-step is 4x longer: the labelled cross-entropy needs the updates
-# (README, Results: 1000 labels 3.77 % -> 2.x % test error).
+# (README, Results).
 DEFAULTS = dict(em_iterations=6, first_m_steps=1500, m_steps=400, e_steps=200, e_steps_labelled=800, init="gmm",
                 lr_e=2e-4)
 
