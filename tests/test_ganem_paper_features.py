@@ -37,14 +37,24 @@ def test_semi_supervised_run_reports_test_error_on_unlabelled_examples(tmp_path)
     assert json.loads((run_dir / "config.json").read_text())["augment"] == "all"
 
 
-@pytest.mark.parametrize("flags, e_steps", [([], 200), (["--labels", "50"], 800),
-                                             (["--labels", "50", "--e-steps", "5"], 5)])
-def test_labelled_runs_default_to_longer_e_steps(flags, e_steps):
-    from trainers.ganem import build_parser, validate
+@pytest.mark.parametrize("flags, e_steps, decay", [([], 200, "none"), (["--labels", "50"], 800, "cosine"),
+                                                    (["--labels", "50", "--e-steps", "5", "--lr-e-decay", "none"],
+                                                     5, "none")])
+def test_labelled_runs_default_to_a_longer_decaying_e_step(flags, e_steps, decay):
+    import keras
+
+    from trainers.ganem import build_parser, e_learning_rate, validate
 
     args = build_parser().parse_args(["--dataset", "digits", *flags])
     validate(args, load_dataset("digits", seed=0))
-    assert args.e_steps == e_steps
+    assert (args.e_steps, args.lr_e_decay) == (e_steps, decay)
+    rate = e_learning_rate(args)
+    if decay == "none":
+        assert rate == args.lr_e
+    else:  # from lr_e at the first E-step down to 10 % of it at the last
+        total = args.em_iterations * args.e_steps
+        assert float(rate(0)) == pytest.approx(args.lr_e) and float(rate(total)) == pytest.approx(0.1 * args.lr_e)
+        assert isinstance(rate, keras.optimizers.schedules.LearningRateSchedule)
 
 
 def test_learned_prior_moves_towards_unbalanced_proportions(tmp_path):

@@ -74,12 +74,18 @@ def build_parser():
     group.add_argument("--lr-g", type=float, default=6e-4, help="generator learning rate (Adam, beta1 0.5)")
     group.add_argument("--lr-d", type=float, default=2e-4, help="discriminator learning rate")
     group.add_argument("--lr-e", type=float, default=DEFAULTS["lr_e"], help="E-net learning rate")
+    group.add_argument("--lr-e-decay", choices=["none", "cosine"], default=None,
+                       help="E-net learning rate over the run: constant (none; the default without --labels) or "
+                            "cosine decay to 10%% over all E-steps (the default with --labels: the last EM "
+                            "iterations then refine the E-net instead of moving it; README, Results)")
     return parser
 
 
 def validate(args, dataset):
     if args.e_steps is None:
         args.e_steps = DEFAULTS["e_steps_labelled"] if args.labels else DEFAULTS["e_steps"]
+    if args.lr_e_decay is None:
+        args.lr_e_decay = "cosine" if args.labels else "none"
     for flag in ("em_iterations", "first_m_steps", "m_steps", "e_steps", "e_batch_size", "latent_dim"):
         if getattr(args, flag) < 1:
             raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
@@ -136,6 +142,15 @@ def initial_soft_labels(args, x, y=None, labelled=()):
     return w
 
 
+def e_learning_rate(args):
+    """The E-net's learning rate: a constant, or a cosine decay over the run's E-steps."""
+    import keras
+
+    if args.lr_e_decay == "none":
+        return args.lr_e
+    return keras.optimizers.schedules.CosineDecay(args.lr_e, args.em_iterations * args.e_steps, alpha=0.1)
+
+
 def main(argv=None):
     from trainers.run import start
 
@@ -159,7 +174,7 @@ def main(argv=None):
         model.compile(
             g_optimizer=keras.optimizers.Adam(args.lr_g, beta_1=0.5),
             d_optimizer=keras.optimizers.Adam(args.lr_d, beta_1=0.5),
-            e_optimizer=keras.optimizers.Adam(args.lr_e, beta_1=0.5),
+            e_optimizer=keras.optimizers.Adam(e_learning_rate(args), beta_1=0.5),
         )
     # Semi-supervised: a class-balanced labelled subset, chosen with the seed; those
     # examples keep w = onehot(y) and feed the E-step's supervised term.
