@@ -8,7 +8,8 @@ from the posteriors of a GMM on PCA-50 (`--init gmm`, default), uniform w (`--in
 uniform`, the paper), one-hot k-means labels (`--init kmeans`) or, with `--labels`,
 label spreading from the labelled examples (`--init spread`, the default there).
 With `--labels` the E-step is four times longer (800 updates), since the labelled
-cross-entropy keeps improving with more updates, and on images the E-net also trains
+cross-entropy keeps improving with more updates, the E-net learning rate decays along
+a cosine over the run (`--lr-e-decay`), and on images the E-net also trains
 on randomly shifted and rotated copies of its images (`--augment all`; not in the
 paper, which `--augment none` is).
 
