@@ -85,10 +85,14 @@ def test_e_step_trains_enet_only_and_learns_generated_clusters():
     fc1.assign(tf.concat([fc1[:5], 20.0 * fc1[5:]], axis=0))
     g_before = [v.numpy().copy() for v in model.generator.trainable_variables]
     step = tf.function(model.enet_train_step)
-    accuracy = [float(step()["e_acc_fake"]) for _ in range(300)]
+    outs = [step() for _ in range(300)]
+    accuracy, loss = [float(o["e_acc_fake"]) for o in outs], [float(o["e_loss"]) for o in outs]
     assert all(np.allclose(a, b.numpy()) for a, b in zip(g_before, model.generator.trainable_variables))
-    # The E-net learns to recover the cluster code of generated samples.
-    assert accuracy[0] < 0.6 and np.mean(accuracy[-30:]) > 0.9
+    # The E-net learns to recover the cluster code of generated samples. An untrained E-net's
+    # accuracy on one batch of 32 is luck (0.25-0.69 seen across seeds and CPUs), so learning
+    # shows in the loss: from about log 3 down by orders of magnitude (1e-5 seen), asserted
+    # with a wide margin, and in the final accuracy.
+    assert np.mean(loss[-30:]) < 0.1 * loss[0] and np.mean(accuracy[-30:]) > 0.9
 
 
 def test_e_step_draws_clusters_from_the_prior():
