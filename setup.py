@@ -14,13 +14,14 @@ setup(
     description="Keras 3 model zoo of GAN-based clustering: GAN-EM, ClusterGAN, GM-GAN, KM-GAN",
     long_description=Path(__file__).with_name("README.md").read_text(),
     long_description_content_type="text/markdown",
+    # zoo.hub unpacks tarballs itself (no tarfile extraction filter), so any 3.10 will do.
     python_requires=">=3.10",
     packages=find_packages(include=["zoo", "zoo.*", "trainers", "trainers.*", "export", "export.*",
                                     "serving", "serving.*"]),
     install_requires=[
         # `tensorflow`, never `tensorflow-cpu`: tensorflow-serving-api depends on it.
         "tensorflow>=2.16",
-        "keras>=3",
+        "keras>=3.11.3",  # earlier releases let crafted files bypass safe_mode when loading
         "tensorflow-datasets",
         "tensorflow-serving-api",
         "numpy",
