@@ -1,4 +1,4 @@
-"""SavedModels in TensorFlow Serving layout for any model of the zoo (DESIGN.md 7).
+"""SavedModels in TensorFlow Serving layout for any model of the zoo.
 
 For a model named M (its `zoo_name`), `export_servables(model, base)` writes
 
@@ -6,8 +6,12 @@ For a model named M (its `zoo_name`), `export_servables(model, base)` writes
     base/M_generator/<version>/   conditional generator: serving_default, sample
     base/models.config            model_config_list naming every servable under base
 
-Each version is written to a staging directory and renamed into place, so a server
-watching `base` never sees a half-written model; a re-export adds version + 1.
+Both servables of a version are written to one staging directory, flushed to disk, and
+renamed into place together (the first rename is undone if the second fails), so a server
+watching `base` never sees a half-written model; readers of the zoo (`serving.server`,
+`zoo.load`) only take a version that both servables have. A re-export adds version + 1.
+Signatures declare their shapes ([-1, H, W, C] images, [-1, z] noise, [-1] clusters) for
+metadata readers, and still check them in the graph with a message naming the shape.
 Every version carries `assets.extra/zoo.json` (what the model is) and
 `assets.extra/tf_serving_warmup_requests` (requests TF Serving replays on load).
 """
@@ -22,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 import zoo
+from zoo.hub import VERSION_NAME
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 IMAGE_FEATURE = "image"
@@ -51,7 +56,8 @@ class EnetServable(tf.Module):
         self.data_shape = list(model.data_shape)
         # Track the variables explicitly: the SavedModel must hold them all.
         self.model_variables = [v.value if hasattr(v, "value") else v for v in model.variables]
-        self.serve = tf.function(self._serve, input_signature=[tf.TensorSpec(None, tf.float32, name="images")])
+        self.serve = tf.function(self._serve, input_signature=[
+            tf.TensorSpec([None, *self.data_shape], tf.float32, name="images")])
         self.classify = tf.function(
             self._classify, input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
 
@@ -84,7 +90,8 @@ class GeneratorServable(tf.Module):
         self.model = model
         self.model_variables = [v.value if hasattr(v, "value") else v for v in model.variables]
         self.serve = tf.function(self._serve, input_signature=[
-            tf.TensorSpec(None, tf.float32, name="noise"), tf.TensorSpec([None], tf.int64, name="cluster")])
+            tf.TensorSpec([None, model.latent_dim], tf.float32, name="noise"),
+            tf.TensorSpec([None], tf.int64, name="cluster")])
         sample_inputs = [tf.TensorSpec([None], tf.int64, name="cluster"), tf.TensorSpec([], tf.int64, name="seed")]
         # A model whose latent spread can be scaled at sampling time (GM-GAN's quality /
         # diversity trade-off) declares `samples_with_scale = True`; its `sample` takes `scale`.
@@ -114,8 +121,30 @@ class GeneratorServable(tf.Module):
 
 
 def next_version(model_dir):
-    versions = [int(p.name) for p in Path(model_dir).glob("*") if p.name.isdigit()]
+    """1 + the highest version under `model_dir`, complete or not (never reuse a number)."""
+    versions = [int(p.name) for p in Path(model_dir).glob("*") if VERSION_NAME.fullmatch(p.name)]
     return max(versions, default=0) + 1
+
+
+def _fsync_tree(root):
+    """Flushes every file and directory under `root` (and `root` itself) to disk, so that a
+    rename published after it never points at data still in the page cache."""
+    for directory, _, files in os.walk(root, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(directory)
+
+
+def _fsync_dir(directory):
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def export_servables(model, base_dir, metadata=None, version=None):
@@ -133,32 +162,48 @@ def export_servables(model, base_dir, metadata=None, version=None):
         "project_version": zoo.__version__,
         **(metadata or {}),
     }
-    written = {}
-    for kind, servable in (("enet", EnetServable(model)), ("generator", GeneratorServable(model))):
-        name = f"{model.zoo_name}_{kind}"
-        signatures = ({"serving_default": servable.serve, "classify": servable.classify} if kind == "enet"
-                      else {"serving_default": servable.serve, "sample": servable.sample})
-        target_version = version or next_version(base_dir / name)
-        target = base_dir / name / str(target_version)
+    kinds = (("enet", EnetServable(model)), ("generator", GeneratorServable(model)))
+    names = [f"{model.zoo_name}_{kind}" for kind, _ in kinds]
+    # One version number for both servables, above anything either has.
+    target_version = version or max(next_version(base_dir / name) for name in names)
+    targets = {name: base_dir / name / str(target_version) for name in names}
+    for target in targets.values():
         if target.exists():
             raise FileExistsError(f"{target} exists: versions are never overwritten")
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=base_dir))
-        try:
-            tf.saved_model.save(servable, str(staging), signatures=signatures)
+    staging = Path(tempfile.mkdtemp(prefix=f".{model.zoo_name}-export-", dir=base_dir))
+    placed = []
+    try:
+        for (kind, servable), name in zip(kinds, names):
+            signatures = ({"serving_default": servable.serve, "classify": servable.classify} if kind == "enet"
+                          else {"serving_default": servable.serve, "sample": servable.sample})
+            path = staging / name
+            tf.saved_model.save(servable, str(path), signatures=signatures)
             if kind == "enet":
-                _set_method_name(staging, "classify", CLASSIFY_METHOD)
-            extra = staging / "assets.extra"
+                _set_method_name(path, "classify", CLASSIFY_METHOD)
+            extra = path / "assets.extra"
             extra.mkdir(exist_ok=True)
-            (extra / "zoo.json").write_text(json.dumps({**info, "servable": name, "kind": kind}, indent=2,
-                                                       default=str) + "\n")
+            (extra / "zoo.json").write_text(json.dumps({**info, "servable": name, "kind": kind, "version": target_version},
+                                                       indent=2, default=str) + "\n")
             _write_warmup(extra / "tf_serving_warmup_requests", name, kind, model)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(staging, target)  # atomic on one file system
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        written[name] = target
+        _fsync_tree(staging)
+        for name in names:
+            targets[name].parent.mkdir(parents=True, exist_ok=True)
+        # The generator first: a reader that saw only the E-net would have nothing to pair
+        # it with. If the second rename fails, the first is undone: both or neither.
+        try:
+            for name in reversed(names):
+                os.rename(staging / name, targets[name])  # atomic on one file system
+                placed.append(name)
+        except OSError:
+            for name in placed:
+                os.rename(targets[name], staging / name)
+            raise
+        for name in names:
+            _fsync_dir(targets[name].parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     write_model_config(base_dir)
-    return written
+    return targets
 
 
 def _set_method_name(saved_model_dir, signature, method_name):
@@ -194,7 +239,7 @@ def write_model_config(base_dir):
     base_dir = Path(base_dir)
     entries = []
     for model_dir in sorted(p for p in base_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if any(v.name.isdigit() for v in model_dir.iterdir()):
+        if any(VERSION_NAME.fullmatch(v.name) for v in model_dir.iterdir()):
             entries.append(
                 "  config {\n"
                 f"    name: \"{model_dir.name}\"\n"
@@ -203,7 +248,15 @@ def write_model_config(base_dir):
                 "  }\n"
             )
     text = "model_config_list {\n" + "".join(entries) + "}\n"
-    tmp = base_dir / ".models.config.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, base_dir / "models.config")
+    fd, tmp = tempfile.mkstemp(prefix=".models.config-", dir=base_dir)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, base_dir / "models.config")
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    _fsync_dir(base_dir)
     return base_dir / "models.config"

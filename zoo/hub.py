@@ -47,6 +47,7 @@ MAX_TARBALL_BYTES = 4 << 30
 MAX_UNPACKED_BYTES = 8 << 30
 MAX_MEMBERS = 20_000
 MANIFEST = ".zoo-manifest.json"
+VERSION_NAME = re.compile(r"[0-9]{1,18}")  # a servable version directory: ASCII digits, fits int64
 _CHUNK = 1 << 20
 
 
@@ -64,8 +65,28 @@ def version_dirs(servable_dir):
     except FileNotFoundError:
         return versions
     for entry in entries:
-        if re.fullmatch(r"[0-9]{1,18}", entry.name) and (entry / "saved_model.pb").exists():
+        if VERSION_NAME.fullmatch(entry.name) and (entry / "saved_model.pb").exists():
             versions[int(entry.name)] = entry
+    return versions
+
+
+PAIRED_KINDS = ("_enet", "_generator")
+
+
+def paired_version_dirs(servable_dir):
+    """`version_dirs`, restricted for a zoo servable (`M_enet`, `M_generator`) whose sibling
+    is on disk to the versions that the sibling has too: an export writes a version for
+    both, and a reader must never pair E-net vN with generator vN-1."""
+    servable_dir = Path(servable_dir)
+    versions = version_dirs(servable_dir)
+    for kind in PAIRED_KINDS:
+        if servable_dir.name.endswith(kind):
+            model = servable_dir.name[: -len(kind)]
+            for other in PAIRED_KINDS:
+                sibling = servable_dir.with_name(model + other)
+                if other != kind and sibling.is_dir():
+                    common = set(version_dirs(sibling))
+                    versions = {v: path for v, path in versions.items() if v in common}
     return versions
 
 
@@ -221,7 +242,6 @@ def _load_directory(path, model, handle):
         raise HubError(f"{handle!r} holds several models ({', '.join(enets)}): pass model=")
     name = enets[0]
     enets, generators = version_dirs(path / f"{name}_enet"), version_dirs(path / f"{name}_generator")
-    # The newest version that both servables have: an export writes a version for both or neither.
     common = set(enets) & set(generators)
     if not common:
         raise HubError(f"{handle!r}: {name}_enet and {name}_generator have no complete version in common")
