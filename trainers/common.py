@@ -12,12 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-# Quieten TensorFlow's C++ start-up chatter before it is imported anywhere.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import numpy as np  # noqa: E402
 
 from zoo import data as zoo_data  # noqa: E402
+from zoo import tflog  # noqa: E402
+
+# Quieten TensorFlow's C++ logging before it is imported anywhere (--verbose undoes it).
+tflog.configure()
 
 
 class UsageError(Exception):
@@ -49,6 +50,11 @@ def base_parser(model_name, description):
     parser.add_argument("--dataset", default="mnist5k",
                         help=f"dataset: a built-in name ({names}), a tfds name, a .npz file, an IDX file "
                              "or a folder of images")
+    parser.add_argument("--labels-file", default=None, metavar="FILE",
+                        help="true labels of the --dataset file or folder, for the metrics and --labels: an IDX "
+                             "file, .npy, .npz (y) or a text file with one label per line (an IDX images file's "
+                             "labels are found beside it by MNIST's naming; a folder of class folders is "
+                             "labelled by its folder names)")
     parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data directory (tfds names only)")
     parser.add_argument("--clusters", type=int, default=10, help="number of clusters K")
     parser.add_argument("--max-steps", type=int, default=None,
@@ -68,6 +74,9 @@ def base_parser(model_name, description):
     parser.add_argument("--log-every", type=int, default=25, help="write TensorBoard scalars every N steps")
     parser.add_argument("--no-export", action="store_true", help="skip writing the SavedModels at the end")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's own log lines (hidden by default: on a healthy run they are "
+                             "start-up notices, not problems)")
     group = parser.add_argument_group("speed, reproducibility and divergence")
     group.add_argument("--jit", action=argparse.BooleanOptionalAction, default=False,
                        help="XLA-compile the training steps (jit_compile); on a CPU often slower, see benchmarks/")
@@ -91,7 +100,7 @@ def base_parser(model_name, description):
 
 # Flags that describe the run rather than the experiment: never taken from a
 # resumed run's saved configuration.
-_RUN_FLAGS = {"resume", "run_dir", "max_steps", "quiet", "strategy", "no_export", "jit"}
+_RUN_FLAGS = {"resume", "run_dir", "max_steps", "quiet", "verbose", "strategy", "no_export", "jit"}
 
 
 def parse_args(parser, argv, model_name):
@@ -321,7 +330,7 @@ def clustering_metrics(y_true, y_pred, num_clusters):
 
 def format_metrics(report):
     if "acc" not in report:
-        return "no labels: cluster sizes " + str(report["cluster_sizes"])
+        return "labels unknown, cluster sizes " + str(report["cluster_sizes"])
     text = f"ACC {report['acc']:.4f}  NMI {report['nmi']:.4f}  ARI {report['ari']:.4f}  purity {report['purity']:.4f}"
     if "test_error" in report:
         text = f"test error {100 * report['test_error']:.2f}% ({report['labels']} labels)  " + text

@@ -75,6 +75,10 @@ def build_parser():
     group.add_argument("--lr-g", type=float, default=6e-4, help="generator learning rate (Adam, beta1 0.5)")
     group.add_argument("--lr-d", type=float, default=2e-4, help="discriminator learning rate")
     group.add_argument("--lr-e", type=float, default=DEFAULTS["lr_e"], help="E-net learning rate")
+    group.add_argument("--lr-decay", type=float, default=1.0,
+                       help="every learning rate is multiplied by this after each EM iteration (the authors' "
+                            "code uses 0.98 over 1,000 short iterations; 1 keeps them constant; a cosine "
+                            "--lr-e-decay schedule is left alone)")
     group.add_argument("--lr-e-decay", choices=["none", "cosine"], default=None,
                        help="E-net learning rate over the run: constant (none; the default without --labels) or "
                             "cosine decay to 10%% over all E-steps (the default with --labels: the last EM "
@@ -90,6 +94,8 @@ def validate(args, dataset):
     for flag in ("em_iterations", "first_m_steps", "m_steps", "e_steps", "e_batch_size", "latent_dim"):
         if getattr(args, flag) < 1:
             raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
+    if not 0 < args.lr_decay <= 1:
+        raise common.UsageError(f"--lr-decay must lie in (0, 1] (got {args.lr_decay})")
     if args.embedding_dim is not None and args.embedding_dim < 1:
         raise common.UsageError(f"--embedding-dim must be at least 1 (got {args.embedding_dim})")
     common.zoo_data.check_num_clusters(args.clusters, len(dataset))
@@ -185,7 +191,8 @@ def main(argv=None):
 
     def with_known_labels(w):
         w = np.array(w, np.float32)
-        w[labelled] = np.eye(k, dtype=np.float32)[y[labelled]]
+        if len(labelled):  # unlabelled data (y is None) has nothing to pin
+            w[labelled] = np.eye(k, dtype=np.float32)[y[labelled]]
         return w
 
     first_soft_labels = with_known_labels(initial_soft_labels(args, x, y, labelled))
@@ -252,7 +259,8 @@ def main(argv=None):
                 soft_labels.assign(with_known_labels(probs))
                 model.update_prior(soft_labels.numpy())
                 report = evaluate(probs)
-                report.update(em_iteration=iteration + 1, step=run.step, prior=model.prior.numpy().round(4).tolist(),
+                report.update(em_iteration=iteration + 1, step=run.step, wall_seconds=run.wall_seconds,
+                              prior=model.prior.numpy().round(4).tolist(),
                               posterior_confidence=float(probs.max(1).mean()), e_acc_fake=values["e_acc_fake"])
                 run.log_iteration(report, f"EM iteration {iteration + 1}/{args.em_iterations}: "
                                           f"{common.format_metrics(report)}  (E-net: {report['e_acc_fake']:.2f} acc "
@@ -263,6 +271,8 @@ def main(argv=None):
                     hinted_empty = True
                     run.note(f"{empty} of {k} clusters hold no real sample; with many clusters "
                              f"--variant authors-code keeps them (its D is a (K+1)-way softmax)")
+                if args.lr_decay != 1:
+                    run.scale_learning_rates(args.lr_decay)
                 run.save()
     except KeyboardInterrupt:
         return run.interrupted()

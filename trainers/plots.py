@@ -35,8 +35,9 @@ def grid_image(samples):
     return np.asarray(samples).transpose(0, 2, 1, 3, 4).reshape(k * h, n * w, c)
 
 
-def confusion_png(y_true, y_pred, num_clusters, path, title=None):
-    """Clusters (rows, ordered by their Hungarian-matched class) against true classes."""
+def confusion_png(y_true, y_pred, num_clusters, path, title=None, class_names=None):
+    """Clusters (rows, ordered by their Hungarian-matched class) against true classes
+    (columns, labelled with `class_names` when the data name their classes)."""
     from zoo import metrics
 
     matrix = metrics.confusion_matrix(y_true, y_pred, num_clusters)
@@ -50,7 +51,10 @@ def confusion_png(y_true, y_pred, num_clusters, path, title=None):
             if matrix[i, j]:
                 ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if matrix[i, j] > matrix.max() / 2 else "black")
-    ax.set_xticks(range(matrix.shape[1]))
+    if class_names is not None and len(class_names) == matrix.shape[1]:
+        ax.set_xticks(range(matrix.shape[1]), [str(n) for n in class_names], rotation=45, ha="right")
+    else:
+        ax.set_xticks(range(matrix.shape[1]))
     ax.set_yticks(range(num_clusters), [str(k) for k in order])
     ax.set_xlabel("true class")
     ax.set_ylabel("cluster")
@@ -84,6 +88,21 @@ def curve_png(xs, series, path, xlabel, title=None):
     ax.set_xticks(list(xs))
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
+    _finish_axes(fig, ax, path, title)
+
+
+def time_curves_png(series, path, xlabel, ylabel, title=None, levels=None):
+    """Curves with their own x values, {label: (xs, ys)} (e.g. ACC against wall time of
+    several runs), and horizontal reference lines {label: y} (e.g. classical baselines)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker=".", label=label)
+    for i, (label, y) in enumerate((levels or {}).items()):
+        ax.axhline(y, linestyle="--", linewidth=1, color=f"C{(len(series) + i) % 10}", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=7)
     _finish_axes(fig, ax, path, title)
 
 

@@ -10,6 +10,7 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -20,8 +21,11 @@ def start(argv, model_name, build_parser, validate):
     """The opening every trainer shares: flags (refilled by --resume), the dataset, the
     trainer's own checks, seeds, and the Run. Returns (args, dataset, run)."""
     args = common.parse_args(build_parser(), argv, model_name)
-    dataset = common.zoo_data.load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
+    common.tflog.configure(args.verbose)
+    dataset = common.zoo_data.load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir,
+                                           labels_file=args.labels_file)
     validate(args, dataset)  # bad input fails here, before TensorFlow is imported
+    common.tflog.import_tensorflow(args.verbose)
 
     import keras
 
@@ -68,6 +72,7 @@ class Run:
 
         self.model = model
         self._posterior = None
+        self._posterior_cache = None  # (step, posteriors of every real sample)
         if self.chief and not self.args.resume:
             common.write_json(self.dir / "model.json", registry.describe(model))
         self.optimizers = [t for t in trackables.values() if isinstance(t, keras.optimizers.Optimizer)]
@@ -88,6 +93,11 @@ class Run:
                     variable.assign(value)
                 print(f"learning rates from {', '.join(self.args.lr_flags_given)} replace the checkpoint's",
                       file=sys.stderr)
+
+    @property
+    def wall_seconds(self):
+        """Seconds since this process started the run (a --resume starts again from 0)."""
+        return round(time.time() - self.started, 1)
 
     @property
     def step(self):
@@ -142,18 +152,26 @@ class Run:
                 f"{self.recoveries} recoveries (--nan-recoveries {self.args.nan_recoveries}); try lower "
                 f"learning rates, or resume from {self.dir / 'checkpoints'}")
         path = self.checkpoints.restore_latest()
+        self._posterior_cache = None
         self.recoveries += 1
         self.bad_steps = 0
-        rates = []
-        for optimizer in self.optimizers:
-            rate = optimizer._learning_rate  # the variable behind a float rate; a schedule is left alone
-            if hasattr(rate, "assign"):
-                rate.assign(rate * self.args.nan_lr_factor)
-                rates.append(f"{float(rate.numpy()):.3g}")
+        rates = self.scale_learning_rates(self.args.nan_lr_factor)
         self._saved_step = self.step
         self._progress.bar.n = self.step
         self._progress.write(f"went back to {path} (step {self.step}) with learning rates x{self.args.nan_lr_factor}"
                              f" -> {', '.join(rates)} (recovery {self.recoveries}/{self.args.nan_recoveries})")
+
+    def scale_learning_rates(self, factor):
+        """Multiplies every optimizer's learning rate by `factor` (a schedule is left alone);
+        the rates live in the optimizers' state, so checkpoints and --resume keep them.
+        Returns the new rates as text."""
+        rates = []
+        for optimizer in self.optimizers:
+            rate = optimizer._learning_rate  # the variable behind a float rate
+            if hasattr(rate, "assign"):
+                rate.assign(rate * factor)
+                rates.append(f"{float(rate.numpy()):.3g}")
+        return rates
 
     def scalars(self, prefix, values, step=None):
         import tensorflow as tf
@@ -177,7 +195,10 @@ class Run:
 
         if self._posterior is None:
             self._posterior = tf.function(self.model.cluster_probs, reduce_retracing=True)
-        return common.predict_in_batches(self._posterior, self.dataset.x)
+        # Asked again at the same step (the trainer's last evaluation, then finish): one pass.
+        if self._posterior_cache is None or self._posterior_cache[0] != self.step:
+            self._posterior_cache = (self.step, common.predict_in_batches(self._posterior, self.dataset.x))
+        return self._posterior_cache[1]
 
     def evaluate(self, probs, subset=None, log=True):
         """Clustering metrics of argmax `probs` on `subset` (default: all samples); `log`
@@ -226,7 +247,9 @@ class Run:
         if not self.chief:
             return report
         subset = np.arange(len(data)) if subset is None else subset
-        predictions = self.posteriors().argmax(1) if predictions is None else np.asarray(predictions)
+        probs = self.posteriors()
+        predictions = probs.argmax(1) if predictions is None else np.asarray(predictions)
+        write_assignments(self.dir / "assignments.csv", data, probs, predictions, sheets_dir=self.dir / "clusters")
         if data.kind == "image":
             noise = model.sample_latent(10, seed=self.args.seed)
             samples = np.stack([model.generate(noise, tf.fill([10], c)).numpy() for c in range(model.num_clusters)])
@@ -235,7 +258,7 @@ class Run:
                 tf.summary.image("samples", plots.grid_image(samples)[None])
         if data.y is not None:
             plots.confusion_png(data.y[subset], predictions[subset], model.num_clusters, self.dir / "confusion.png",
-                                title=f"{title} on {data.name}: ACC {report['acc']:.3f}")
+                                title=f"{title} on {data.name}: ACC {report['acc']:.3f}", class_names=data.class_names)
         if model.embedding_size == 2:
             embedding = common.predict_in_batches(tf.function(model.embed, reduce_retracing=True), data.x)
             plots.scatter_png(embedding, predictions, self.dir / "embedding_by_cluster.png",
@@ -250,6 +273,9 @@ class Run:
             "model": self.model_name,
             "dataset": data.name,
             "samples": len(data),
+            "labels_known": data.y is not None,
+            **({"class_names": data.class_names} if data.class_names else {}),
+            "assignments": "assignments.csv",
             "steps": step,
             "wall_seconds": round(wall, 2),
             **{f"ms_per_{phase}_step": _mean_ms(times) for phase, times in self.timings.items()},
@@ -264,8 +290,25 @@ class Run:
             results["export"] = {name: str(path) for name, path in
                                  export_servables(model, self.dir / "export", metadata=metadata).items()}
         common.write_json(self.dir / "metrics.json", results)
-        print(f"run directory: {self.dir}")
+        print(f"run directory: {self.dir} (which sample is in which cluster: assignments.csv"
+              + (", clusters/*.png)" if data.kind == "image" else ")"))
         return results
+
+
+def write_assignments(csv_path, dataset, probs, predictions, sheets_dir=None):
+    """`csv_path` (path or index, cluster, confidence, true label) for every sample of `dataset`,
+    clustered as `predictions` with posteriors `probs`, and with `sheets_dir` (image data) a
+    contact sheet per cluster there."""
+    from zoo import assignments
+
+    predictions = np.asarray(predictions)
+    confidence = np.asarray(probs)[np.arange(len(predictions)), predictions]
+    csv_path = assignments.write_csv(csv_path, predictions, confidence, paths=dataset.paths, labels=dataset.y,
+                                     class_names=dataset.class_names)
+    if sheets_dir is not None and dataset.kind == "image":
+        shown = assignments.members_to_show(predictions, confidence, probs.shape[1])
+        assignments.write_contact_sheets(sheets_dir, lambda rows: dataset.x[rows], shown, probs.shape[1])
+    return csv_path
 
 
 def _mean_ms(durations):

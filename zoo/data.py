@@ -55,7 +55,9 @@ class Dataset:
 
     ``x`` is float32: images ``[N, H, W, C]`` in ``[0, 1]`` or vectors ``[N, D]``.
     ``y`` is int64 ``[N]`` (values ``0..num_classes-1``) when the true labels are known, else None;
-    labels are only for evaluation and semi-supervision.
+    labels are only for evaluation and semi-supervision. ``class_names`` names them when the
+    source does (class folders, text labels). ``paths`` are the samples' files relative to the
+    folder they were read from (None for arrays, whose samples are known by their index).
     """
 
     name: str
@@ -63,6 +65,8 @@ class Dataset:
     y: np.ndarray | None
     kind: str
     num_classes: int | None
+    class_names: list | None = None
+    paths: list | None = None
 
     @property
     def input_shape(self) -> tuple:
@@ -161,13 +165,30 @@ def labeled_subset(y, n_labels: int, num_classes: int, seed: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 def load_dataset(spec: str = DEFAULT_DATASET, *, seed: int = 0, split: str = "train",
-                 data_dir: str | None = None) -> Dataset:
+                 data_dir: str | None = None, labels_file: str | None = None) -> Dataset:
     """Loads ``spec`` (see the module docstring) into memory.
 
     ``seed`` seeds the synthetic generator (a ``seed=`` parameter in the spec wins).
     ``split`` and ``data_dir`` apply to tensorflow-datasets sources; the other sources have a
-    single split, "train", and any other split is an error.
+    single split, "train", and any other split is an error. ``labels_file`` gives the true
+    labels of a file or folder source (see :func:`read_labels_file`), replacing any it has.
     """
+    dataset = _load(spec, seed=seed, split=split, data_dir=data_dir)
+    if labels_file:
+        if _is_builtin(str(spec or DEFAULT_DATASET).strip()):
+            raise DataError(f"a labels file applies to your own files and folders, not to the "
+                            f"built-in dataset '{spec}'")
+        y, num_classes, names = read_labels_file(labels_file, len(dataset))
+        dataset.y, dataset.num_classes, dataset.class_names = y, num_classes, names
+    return dataset
+
+
+def _is_builtin(spec: str) -> bool:
+    name = spec.partition(":")[0]
+    return spec in _TFDS or name == "tfds" or spec in _BUILTIN or name == "synthetic"
+
+
+def _load(spec, *, seed, split, data_dir) -> Dataset:
     if spec is None or not str(spec).strip():
         spec = DEFAULT_DATASET
     spec = str(spec).strip()
@@ -295,6 +316,11 @@ def _load_synthetic(params: str, *, seed: int) -> Dataset:
 
 def _standardise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float64)
+    # Scaled to at most 1 in magnitude first: finite values near the float64 limit would
+    # overflow to inf (then NaN) in the mean and the variance.
+    scale = np.abs(x).max(axis=0)
+    scale[scale == 0] = 1.0
+    x = x / scale
     std = x.std(axis=0)
     std[std == 0] = 1.0
     return ((x - x.mean(axis=0)) / std).astype(np.float32)
@@ -366,74 +392,293 @@ def _from_array(x, y, name: str, where: str, num_classes: int | None = None) -> 
 # Files
 # ---------------------------------------------------------------------------------------------
 
-def _load_npz(path: str) -> Dataset:
+def _memory_cap() -> int:
+    """Bytes an array read from a file may take: half the machine's memory (a file that
+    declares more is refused before anything is allocated)."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError, ...
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+_MAX_DIMS = 32  # numpy allows 64; no dataset has more than a handful
+
+
+def _checked_size(shape, itemsize: int, where: str) -> int:
+    """Bytes of an array of ``shape`` (Python ints: no overflow), refused above the cap."""
+    if len(shape) > _MAX_DIMS:
+        raise DataError(f"{where} declares an array of {len(shape)} dimensions; at most "
+                        f"{_MAX_DIMS} are supported")
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    nbytes = count * int(itemsize)
+    if nbytes > _memory_cap():
+        raise DataError(f"{where} declares an array of shape {tuple(int(d) for d in shape)} "
+                        f"({nbytes / 2**30:.1f} GiB), more than half of this machine's memory")
+    return nbytes
+
+
+def _read_npz_member(archive, member: str, where: str) -> np.ndarray:
+    """One array of a .npz, its header checked before the data are decompressed."""
+    import zipfile
+    import zlib
+
+    info = archive.getinfo(member)
+    try:
+        with archive.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            if dtype.hasobject:
+                raise DataError(f"array '{member[:-4]}' in {where} holds Python objects; only "
+                                f"numeric arrays can be loaded")
+            nbytes = _checked_size(shape, dtype.itemsize, f"array '{member[:-4]}' in {where}")
+            if nbytes > info.file_size:
+                raise DataError(f"array '{member[:-4]}' in {where} declares {nbytes} bytes but "
+                                f"the archive holds {info.file_size}; the file is corrupt")
+            data = f.read(nbytes)
+        if len(data) != nbytes:
+            raise DataError(f"array '{member[:-4]}' in {where} is truncated")
+        array = np.frombuffer(data, dtype=dtype)
+        order = "F" if fortran else "C"
+        return array.reshape(shape, order=order)
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"cannot read array '{member[:-4]}' of {where}: {exc}") from None
+
+
+def _load_npz(path: str) -> Dataset:
+    import zipfile
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
         raise DataError(f"cannot read {path} as a .npz file: {exc}") from None
-    label_keys = ("y", "labels")
-    x_key = next((k for k in ("x", "images", "X") if k in arrays), None)
-    if x_key is None:
-        x_key = next((k for k in arrays if k not in label_keys), None)
-    if x_key is None:
-        raise DataError(f"{path} holds no data array; save the data under key 'x' "
-                        f"(np.savez(path, x=..., y=...))")
-    y_key = next((k for k in label_keys if k in arrays), None)
-    return _from_array(arrays[x_key], arrays[y_key] if y_key else None,
-                       os.path.basename(path), path)
+    with archive:
+        # Only the members used are decompressed (a member name is key + ".npy").
+        members = {name[:-4]: name for name in archive.namelist() if name.endswith(".npy")}
+        label_keys = ("y", "labels")
+        x_key = next((k for k in ("x", "images", "X") if k in members), None)
+        if x_key is None:
+            x_key = next((k for k in members if k not in label_keys), None)
+        if x_key is None:
+            raise DataError(f"{path} holds no data array; save the data under key 'x' "
+                            f"(np.savez(path, x=..., y=...))")
+        y_key = next((k for k in label_keys if k in members), None)
+        x = _read_npz_member(archive, members[x_key], path)
+        y = _read_npz_member(archive, members[y_key], path) if y_key else None
+    return _from_array(x, y, os.path.basename(path), path)
 
 
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def _read_idx(path: str) -> np.ndarray:
+    """An IDX array; the header is checked (a gzipped file: as it streams in) before the
+    data are read, so a bad or lying header costs nothing."""
+    import zlib
+
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
-    except (OSError, EOFError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise DataError(f"{path} is not a .npz file, an IDX file (MNIST format) or an image "
-                        f"folder; see the list of dataset specs in --help")
-    dtype = np.dtype(_IDX_DTYPES[data[2]])
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(data) < header:
-        raise DataError(f"IDX file {path} has a truncated or invalid header")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) - header != expected:
+        with open(path, "rb") as raw:
+            compressed = raw.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as f:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+                raise DataError(f"{path} is not a .npz file, an IDX file (MNIST format) or an "
+                                f"image folder; see the list of dataset specs in --help")
+            dtype = np.dtype(_IDX_DTYPES[head[2]])
+            ndim = head[3]
+            dims = f.read(4 * ndim)
+            if ndim == 0 or len(dims) < 4 * ndim:
+                raise DataError(f"IDX file {path} has a truncated or invalid header")
+            shape = struct.unpack(f">{ndim}I", dims)
+            expected = _checked_size(shape, dtype.itemsize, f"IDX file {path}")
+            header = 4 + 4 * ndim
+            if not compressed and os.path.getsize(path) - header != expected:
+                raise DataError(f"IDX file {path} should hold {expected} data bytes for shape "
+                                f"{shape}, found {os.path.getsize(path) - header}")
+            data = f.read(expected)
+            extra = f.read(1)
+    except DataError:
+        raise
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"cannot read {path}: {_one_line(exc) or type(exc).__name__}") from None
+    if len(data) != expected or extra:
+        found = f"{len(data)}" if len(data) != expected else f"more than {expected}"
         raise DataError(f"IDX file {path} should hold {expected} data bytes for shape "
-                        f"{shape}, found {len(data) - header}")
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(
-        dtype.newbyteorder("="))
+                        f"{shape}, found {found}")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _idx_labels_beside(path: str) -> str | None:
+    """The labels file MNIST ships beside an images file: 'images' -> 'labels', 'idx3' ->
+    'idx1' in the name, same compression (train-images-idx3-ubyte.gz ->
+    train-labels-idx1-ubyte.gz)."""
+    folder, name = os.path.split(path)
+    candidate = name.replace("images", "labels").replace("idx3", "idx1")
+    if candidate == name:
+        return None
+    candidate = os.path.join(folder, candidate)
+    return candidate if os.path.isfile(candidate) else None
 
 
 def _load_idx(path: str) -> Dataset:
-    return _from_array(_read_idx(path), None, os.path.basename(path), path)
+    x = _read_idx(path)
+    labels_path = _idx_labels_beside(path)
+    y = None
+    if labels_path is not None:
+        y = _read_idx(labels_path)
+        if y.ndim != 1:
+            raise DataError(f"labels file {labels_path} (found beside {path}) must hold a 1-D "
+                            f"array, got shape {tuple(y.shape)}")
+        if len(y) != len(x):
+            raise DataError(f"labels file {labels_path} has {len(y)} labels for the {len(x)} "
+                            f"images of {path}; the counts must match")
+    return _from_array(x, y, os.path.basename(path), path)
+
+
+def read_labels_file(path: str, n: int):
+    """True labels from a file for ``n`` samples: an IDX file, .npy, .npz (key y, labels or
+    its only array) or a text file with one label per line (numbers or class names).
+    Returns (labels int64 0..C-1, number of classes, class names or None)."""
+    path = os.path.expanduser(str(path))
+    if not os.path.isfile(path):
+        raise DataError(f"labels file {path} does not exist")
+    names = None
+    lower = path.lower()
+    if lower.endswith(".npz"):
+        import zipfile
+
+        try:
+            archive = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise DataError(f"cannot read labels file {path} as a .npz file: {exc}") from None
+        with archive:
+            members = {name[:-4]: name for name in archive.namelist() if name.endswith(".npy")}
+            key = next((k for k in ("y", "labels") if k in members), None)
+            if key is None and len(members) == 1:
+                key = next(iter(members))
+            if key is None:
+                raise DataError(f"labels file {path} has no array named y or labels")
+            y = _read_npz_member(archive, members[key], path)
+    elif lower.endswith(".npy"):
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read(f)
+                _checked_size(shape, dtype.itemsize, f"labels file {path}")
+            y = np.load(path, allow_pickle=False)
+        except DataError:
+            raise
+        except (ValueError, OSError, EOFError) as exc:
+            raise DataError(f"cannot read labels file {path}: {exc}") from None
+    elif lower.endswith((".txt", ".csv", ".tsv")):
+        if os.path.getsize(path) > _memory_cap():
+            raise DataError(f"labels file {path} is too large")
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = [line.strip() for line in f]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read labels file {path}: {exc}") from None
+        while lines and not lines[-1]:
+            lines.pop()
+        if any(not line for line in lines):
+            raise DataError(f"labels file {path} has an empty line; write one label per line")
+        try:
+            y = np.array([int(line) for line in lines], np.int64)
+        except ValueError:
+            names, y = np.unique(np.array(lines), return_inverse=True)
+            names = [str(v) for v in names]
+    else:
+        y = _read_idx(path)
+    y, num_classes = _prepare_labels(y, n, f"labels file {path}")
+    if names is not None:
+        num_classes = len(names)
+    return y, num_classes, names
+
+
+_IMAGE_HELP = "png, jpg, jpeg, bmp, gif"
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(_IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+def _image_files(folder: str) -> list:
+    """Image files under ``folder`` (recursively), sorted, as paths relative to it."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = os.path.relpath(root, folder)
+        found.extend(f if rel == "." else os.path.join(rel, f) for f in sorted(files) if _is_image(f))
+    return found
+
+
+def folder_files(folder: str):
+    """(relative paths, labels or None, class names or None) of an image folder.
+
+    A flat folder is unlabelled. A folder of sub-folders only is labelled, one class per
+    sub-folder, classes numbered in sorted name order as keras.utils.image_dataset_from_directory
+    numbers them; their images may lie deeper. Images beside class folders, and a class
+    folder without images, are errors.
+    """
+    try:
+        entries = sorted(os.listdir(folder))
+    except OSError as exc:
+        raise DataError(f"cannot list {folder}: {exc.strerror or exc}") from None
+    top = [f for f in entries if _is_image(f) and os.path.isfile(os.path.join(folder, f))]
+    subdirs = [d for d in entries if not d.startswith(".") and os.path.isdir(os.path.join(folder, d))]
+    if top:
+        for d in subdirs:
+            if _image_files(os.path.join(folder, d)):
+                raise DataError(f"{folder} holds both images ({top[0]}, ...) and class folders "
+                                f"({d}/, ...); put every image in a class folder (labelled) or "
+                                f"all of them at the top (unlabelled)")
+        return top, None, None
+    if not subdirs:
+        raise DataError(f"no image files ({_IMAGE_HELP}) found in {folder}")
+    paths, labels = [], []
+    for label, d in enumerate(subdirs):
+        files = _image_files(os.path.join(folder, d))
+        if not files:
+            raise DataError(f"class folder {os.path.join(folder, d)} holds no image files "
+                            f"({_IMAGE_HELP}); remove it or add its images")
+        paths.extend(os.path.join(d, f) for f in files)
+        labels.extend([label] * len(files))
+    return paths, np.asarray(labels, np.int64), subdirs
+
+
+def read_image(path: str):
+    """(uint8 array [H, W] or [H, W, 3], is_gray) of one image file, or a DataError naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            is_gray = img.mode in ("1", "L", "LA", "I;16", "I")
+            if img.mode in ("I;16", "I"):
+                raise DataError(f"image {path} has 16- or 32-bit pixels; save it as 8-bit")
+            return np.asarray(img.convert("L" if is_gray else "RGB"), dtype=np.uint8), is_gray
+    except DataError:
+        raise
+    except Exception as exc:  # PIL.UnidentifiedImageError, OSError, SyntaxError, ...
+        raise DataError(f"cannot read image {path}: {exc}") from None
 
 
 def _load_image_folder(folder: str) -> Dataset:
-    files = sorted(f for f in os.listdir(folder)
-                   if f.lower().endswith(_IMAGE_EXTENSIONS)
-                   and os.path.isfile(os.path.join(folder, f)))
-    if not files:
-        raise DataError(f"no image files (png, jpg, jpeg, bmp, gif) found in {folder}")
-    from PIL import Image
-
+    files, y, class_names = folder_files(folder)
     arrays, first_size, gray = [], None, []
     for fname in files:
         fpath = os.path.join(folder, fname)
-        try:
-            with Image.open(fpath) as img:
-                img.load()
-                is_gray = img.mode in ("1", "L", "LA")
-                arr = np.asarray(img.convert("L" if is_gray else "RGB"), dtype=np.uint8)
-        except Exception as exc:  # PIL.UnidentifiedImageError, OSError, SyntaxError, ...
-            raise DataError(f"cannot read image {fpath}: {exc}") from None
+        arr, is_gray = read_image(fpath)
         size = arr.shape[1], arr.shape[0]  # (width, height) like PIL
         if first_size is None:
             first_size = size
@@ -449,7 +694,10 @@ def _load_image_folder(folder: str) -> Dataset:
         x = np.stack([np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a
                       for a in arrays])
     name = os.path.basename(os.path.normpath(folder)) or folder
-    return _from_array(x, None, name, folder)
+    dataset = _from_array(x, y, name, folder,
+                          num_classes=len(class_names) if class_names else None)
+    dataset.class_names, dataset.paths = class_names, files
+    return dataset
 
 
 # ---------------------------------------------------------------------------------------------
@@ -471,6 +719,9 @@ def _not_prepared(name: str, data_dir: str | None) -> DataError:
 
 
 def _load_tfds(name: str, *, split: str, data_dir: str | None) -> Dataset:
+    from zoo import tflog
+
+    tflog.import_tensorflow()
     try:
         import tensorflow_datasets as tfds
     except ImportError:
