@@ -333,3 +333,130 @@ def test_labeled_subset_errors():
     raises_one_line("class 1 has only 2 examples", labeled_subset, y, 8, 2, 0)
     raises_one_line("cannot cover 2 classes", labeled_subset, y, 1, 2, 0)
     raises_one_line("no labels", labeled_subset, None, 4, 2, 0)
+
+
+# --------------------------------------------------------------------------- own images, labels
+
+def test_class_folders_label_by_sorted_name(tmp_path):
+    for name in ("b_dog", "a_cat"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            _save(tmp_path / name, f"{i}.png", np.full((4, 4), 50 * i, np.uint8), "L")
+    ds = load_dataset(str(tmp_path))
+    assert ds.class_names == ["a_cat", "b_dog"] and ds.y.tolist() == [0, 0, 1, 1]
+    assert ds.paths == ["a_cat/0.png", "a_cat/1.png", "b_dog/0.png", "b_dog/1.png"]
+    flat = load_dataset(str(tmp_path / "a_cat"))
+    assert flat.y is None and flat.class_names is None and flat.paths == ["0.png", "1.png"]
+
+
+def test_class_folder_errors_name_the_path(tmp_path):
+    mixed = tmp_path / "mixed"
+    (mixed / "cats").mkdir(parents=True)
+    _save(mixed, "loose.png", np.zeros((4, 4), np.uint8), "L")
+    _save(mixed / "cats", "a.png", np.zeros((4, 4), np.uint8), "L")
+    msg = raises_one_line("both images", load_dataset, str(mixed))
+    assert "loose.png" in msg and "cats" in msg
+
+    empty = tmp_path / "empty"
+    (empty / "cats").mkdir(parents=True)
+    (empty / "dogs").mkdir()
+    _save(empty / "cats", "a.png", np.zeros((4, 4), np.uint8), "L")
+    _save(empty / "cats", "b.png", np.zeros((4, 4), np.uint8), "L")
+    msg = raises_one_line("holds no image files", load_dataset, str(empty))
+    assert str(empty / "dogs") in msg
+
+    corrupt = tmp_path / "corrupt"
+    (corrupt / "cats").mkdir(parents=True)
+    _save(corrupt / "cats", "a.png", np.zeros((4, 4), np.uint8), "L")
+    (corrupt / "cats" / "b.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    msg = raises_one_line("cannot read image", load_dataset, str(corrupt))
+    assert str(corrupt / "cats" / "b.jpg") in msg
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_labels_beside_the_images_are_found(tmp_path, compress):
+    gz = ".gz" if compress else ""
+    imgs = np.random.RandomState(7).randint(0, 256, size=(6, 4, 4)).astype(np.uint8)
+    _write_idx(tmp_path / f"train-images-idx3-ubyte{gz}", imgs, compress=compress)
+    _write_idx(tmp_path / f"train-labels-idx1-ubyte{gz}", np.array([3, 1, 3, 1, 0, 0], np.uint8),
+               compress=compress)
+    ds = load_dataset(str(tmp_path / f"train-images-idx3-ubyte{gz}"))
+    assert ds.y.tolist() == [2, 1, 2, 1, 0, 0] and ds.num_classes == 3
+    _write_idx(tmp_path / f"train-labels-idx1-ubyte{gz}", np.zeros(5, np.uint8), compress=compress)
+    raises_one_line("5 labels for the 6 images", load_dataset, str(tmp_path / f"train-images-idx3-ubyte{gz}"))
+
+
+def test_labels_file_for_arrays(tmp_path):
+    np.savez(tmp_path / "x.npz", x=np.random.RandomState(8).rand(4, 3))
+    (tmp_path / "names.txt").write_text("dog\ncat\ndog\ncat\n")
+    ds = load_dataset(str(tmp_path / "x.npz"), labels_file=str(tmp_path / "names.txt"))
+    assert ds.y.tolist() == [1, 0, 1, 0] and ds.class_names == ["cat", "dog"]
+    np.savez(tmp_path / "y.npz", y=np.array([5, 6, 5, 6]))
+    assert load_dataset(str(tmp_path / "x.npz"), labels_file=str(tmp_path / "y.npz")).y.tolist() == [0, 1, 0, 1]
+    _write_idx(tmp_path / "y.idx", np.array([1, 1, 0, 0], np.uint8))
+    assert load_dataset(str(tmp_path / "x.npz"), labels_file=str(tmp_path / "y.idx")).y.tolist() == [1, 1, 0, 0]
+    (tmp_path / "short.txt").write_text("1\n2\n")
+    raises_one_line("2 labels for 4 samples", load_dataset, str(tmp_path / "x.npz"),
+                    labels_file=str(tmp_path / "short.txt"))
+    raises_one_line("does not exist", load_dataset, str(tmp_path / "x.npz"), labels_file=str(tmp_path / "no"))
+    raises_one_line("built-in", load_dataset, "digits", labels_file=str(tmp_path / "y.npz"))
+
+
+# --------------------------------------------------------------------------- data bombs
+
+def test_npz_decompresses_only_the_arrays_it_uses(tmp_path, monkeypatch):
+    import zipfile
+
+    path = tmp_path / "many.npz"
+    np.savez_compressed(path, x=np.zeros((3, 2)), y=np.arange(3), junk=np.zeros(1 << 22))
+    opened = []
+    real_open = zipfile.ZipFile.open
+    monkeypatch.setattr(zipfile.ZipFile, "open",
+                        lambda self, name, *a, **k: opened.append(getattr(name, "filename", name))
+                        or real_open(self, name, *a, **k))
+    load_dataset(str(path))
+    assert sorted(opened) == ["x.npy", "y.npy"]
+
+
+def _npz_with_header(path, shape, dtype="<f8", payload=b"\0" * 16):
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": dtype, "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x.npy", header.getvalue() + payload)
+
+
+def test_npz_headers_are_checked_before_anything_is_allocated(tmp_path):
+    path = tmp_path / "bomb.npz"
+    _npz_with_header(path, (1 << 40, 8))
+    raises_one_line("more than half of this machine's memory", load_dataset, str(path))
+    _npz_with_header(path, (1 << 62, 1 << 62))  # the element count overflows int64
+    raises_one_line("more than half of this machine's memory", load_dataset, str(path))
+    _npz_with_header(path, (4, 4))  # declares 128 bytes, holds 16
+    raises_one_line("truncated|corrupt", load_dataset, str(path))
+    _npz_with_header(path, (2,) * 40)
+    raises_one_line("40 dimensions", load_dataset, str(path))
+
+
+def test_idx_header_is_checked_before_decompressing(tmp_path):
+    path = tmp_path / "bomb-idx3-ubyte.gz"
+    # Declares 2^32 x 2^32 x 2^32 bytes; a few bytes follow.
+    path.write_bytes(gzip.compress(struct.pack(">BBBB3I", 0, 0, 0x08, 3, 1 << 31, 1 << 31, 1 << 31) + b"\0" * 64))
+    raises_one_line("more than half of this machine's memory", load_dataset, str(path))
+    path.write_bytes(gzip.compress(struct.pack(">BBBB", 0, 0, 0x08, 100) + struct.pack(">100I", *[1] * 100)))
+    raises_one_line("100 dimensions", load_dataset, str(path))
+    good = gzip.compress(struct.pack(">BBBB3I", 0, 0, 0x08, 3, 2, 2, 2) + bytes(range(8)))
+    path.write_bytes(good[:12] + bytes(b ^ 0x5A for b in good[12:-8]) + good[-8:])  # corrupt deflate data
+    raises_one_line("cannot read", load_dataset, str(path))
+    path.write_bytes(gzip.compress(struct.pack(">BBBB3I", 0, 0, 0x08, 3, 2, 2, 2) + bytes(9)))
+    raises_one_line("should hold 8 data bytes", load_dataset, str(path))
+
+
+def test_huge_finite_values_standardise_to_finite_values(tmp_path):
+    x = np.array([[1.7e308, 1.0], [-1.7e308, 2.0], [1.0e308, 3.0]])
+    np.savez(tmp_path / "big.npz", x=x)
+    ds = load_dataset(str(tmp_path / "big.npz"))
+    assert np.all(np.isfinite(ds.x))
+    np.testing.assert_allclose(ds.x.std(axis=0), 1, atol=1e-4)
