@@ -9,8 +9,9 @@
     client.metadata()         # servables, versions, signatures and their input shapes
 
 Large inputs are sent in batches of `max_batch`; a call that fails with UNAVAILABLE
-(server starting, restarting, unreachable) is retried with exponential backoff,
-any other error is raised at once as `ServingClientError`.
+(server starting, restarting, unreachable) or RESOURCE_EXHAUSTED (every model call slot
+busy) is retried with exponential backoff, any other error is raised at once as
+`ServingClientError`.
 
 Command line (works against `python -m serving.server` and `tensorflow_model_server`):
 
@@ -30,6 +31,10 @@ import urllib.request
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+
+
+RETRIED = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+HTTP_CODES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
 
 
 class ServingClientError(Exception):
@@ -63,7 +68,7 @@ class ZooClient:
         return self._stubs
 
     def _with_retries(self, call):
-        """Runs `call`; retries UNAVAILABLE only, with exponential backoff."""
+        """Runs `call`; retries the transient codes only, with exponential backoff."""
         import grpc
 
         for attempt in range(self.retries + 1):
@@ -71,10 +76,10 @@ class ZooClient:
                 return call()
             except grpc.RpcError as err:
                 code = err.code().name
-                if code != "UNAVAILABLE" or attempt == self.retries:
+                if code not in RETRIED or attempt == self.retries:
                     raise ServingClientError(code, err.details()) from None
             except ServingClientError as err:
-                if err.code != "UNAVAILABLE" or attempt == self.retries:
+                if err.code not in RETRIED or attempt == self.retries:
                     raise
             time.sleep(self.backoff * 2**attempt)
 
@@ -104,7 +109,7 @@ class ZooClient:
                 message = json.loads(err.read()).get("error", err.reason)
             except (json.JSONDecodeError, ValueError):
                 message = err.reason
-            code = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 503: "UNAVAILABLE"}.get(err.code, "INTERNAL")
+            code = HTTP_CODES.get(err.code, "INTERNAL")
             raise ServingClientError(code, message) from None
         except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
             raise ServingClientError("UNAVAILABLE", str(getattr(err, "reason", err))) from None
@@ -139,8 +144,8 @@ class ZooClient:
 
     def metadata(self):
         """{servable: {"version", "signatures": {name: {"inputs": {key: shape}, "outputs": {key: shape}}}}};
-        a shape is a list with -1 for any size, or None when the signature checks it itself
-        (the E-net's `images`: its shape is the generator's `images` output shape)."""
+        a shape is a list with -1 for any size, or None for an unknown rank (exports made
+        before signatures declared their shapes)."""
         result = {}
         for servable in (self.enet, self.generator):
             if self.protocol == "rest":
@@ -209,8 +214,10 @@ def main(argv=None):
         elif args.command == "classify":
             if not args.images:
                 parser.error("classify needs at least one image file")
-            # The E-net checks its input shape in the graph; the generator's output has the same shape.
-            shape = client.metadata()[client.generator]["signatures"]["sample"]["outputs"]["images"][1:]
+            # The E-net declares its input shape; older exports only the generator's output, the same.
+            signatures = client.metadata()
+            shape = signatures[client.enet]["signatures"]["serving_default"]["inputs"]["images"]
+            shape = (shape or signatures[client.generator]["signatures"]["sample"]["outputs"]["images"])[1:]
             if len(shape) != 3:
                 raise ServingClientError("INVALID_ARGUMENT", f"{client.enet} takes vectors of shape {shape}, "
                                          "not images: call ZooClient.classify from Python")

@@ -156,6 +156,7 @@ def test_the_client_gives_the_same_answers_over_grpc_and_rest(server, model, pro
     meta = client.metadata()
     assert meta["ganem_generator"]["signatures"]["sample"]["outputs"]["images"] == [-1, *SHAPE]
     assert meta["ganem_enet"]["signatures"]["serving_default"]["outputs"]["probabilities"] == [-1, K]
+    assert meta["ganem_enet"]["signatures"]["serving_default"]["inputs"]["images"] == [-1, *SHAPE]
     assert meta["ganem_enet"]["version"] == 1
     with pytest.raises(ServingClientError) as err:
         client.generate(cluster=K, count=1)
