@@ -6,7 +6,9 @@ everything a user sees the same way across models lives here.
 """
 
 import argparse
+import atexit
 import json
+import math
 import os
 import sys
 import time
@@ -104,11 +106,13 @@ _RUN_FLAGS = {"resume", "run_dir", "max_steps", "quiet", "verbose", "strategy", 
 
 
 def parse_args(parser, argv, model_name):
-    """Parses flags; with --resume the saved flags of the run fill in what is not given."""
+    """Parses flags; with --resume the saved flags of the run fill in what is not given.
+    Ends by claiming the run directory for this process (see `claim_run_dir`)."""
     args = parser.parse_args(argv)
+    explicit_run_dir = args.run_dir is not None
     args.run_dir = resolve_run_dir(args, model_name)
     if args.resume:
-        saved = json.loads((args.run_dir / "config.json").read_text())
+        saved = saved_config(parser, args.run_dir / "config.json")
         namespace = argparse.Namespace(**{k: v for k, v in saved.items() if k not in _RUN_FLAGS})
         # argparse fills in defaults only for names not in the namespace, so
         # flags given now override the saved ones and the rest come back.
@@ -133,7 +137,176 @@ def parse_args(parser, argv, model_name):
         raise UsageError(f"--nan-recoveries must be >= 0 (got {args.nan_recoveries})")
     if not 0 < args.nan_lr_factor < 1:
         raise UsageError(f"--nan-lr-factor must lie in (0, 1) (got {args.nan_lr_factor})")
+    claim_run_dir(args, explicit_run_dir)
     return args
+
+
+def saved_config(parser, path):
+    """The flags saved in a run's config.json, each checked and converted by the parser's own
+    type and choices, as if given on the command line: the file may be hand-edited,
+    truncated or from another version, and must never reach a trainer unchecked."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise UsageError(f"--resume: {path} is not readable JSON: {_first_line(err)}") from None
+    if not isinstance(saved, dict):
+        raise UsageError(f"--resume: {path} must hold a JSON object of flags, not a {type(saved).__name__}")
+    actions = {action.dest: action for action in parser._actions if action.option_strings}
+    checked = {}
+    for key, value in saved.items():
+        action = actions.get(key)
+        if action is None or key in _RUN_FLAGS:
+            continue  # not a flag of this trainer (or one never taken from the file)
+        flag = action.option_strings[0]
+        try:
+            checked[key] = _saved_value(action, value)
+        except (TypeError, ValueError, argparse.ArgumentTypeError):
+            raise UsageError(f"--resume: {path}: {key} = {json.dumps(value)[:80]} is not a valid {flag}"
+                             + (f" (choices: {', '.join(map(str, action.choices))})" if action.choices else "")) \
+                from None
+    return checked
+
+
+def _saved_value(action, value):
+    """`value` converted as argparse converts the text of `action`'s flag; ValueError if it
+    is not a value the flag could have had."""
+    if value is None:
+        if action.default is None:
+            return None
+        raise ValueError("null")
+    if action.nargs == 0:  # store_true, store_false, --x/--no-x
+        if not isinstance(value, bool):
+            raise ValueError("not a boolean")
+        return value
+    if action.nargs is not None and action.nargs != "?":
+        raise ValueError("list flags are not restored")
+    if isinstance(value, (dict, list, bool)):
+        raise ValueError("not a scalar")
+    if action.type is None or action.type is str:
+        if not isinstance(value, str):
+            raise ValueError("not a string")
+        converted = value
+    else:
+        # JSON numbers back to the text a user would type; 64.5 is then no valid int.
+        converted = action.type(value if isinstance(value, str) else repr(value))
+    if isinstance(converted, float) and not math.isfinite(converted):
+        raise ValueError("not finite")
+    if action.choices is not None and converted not in action.choices:
+        raise ValueError("not a choice")
+    return converted
+
+
+def _first_line(err):
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+# -- owning a run directory ---------------------------------------------------------------
+RUN_LOCK = ".lock"
+_held = {}  # run directory -> open lock file, held for the life of the process
+
+
+def _writes_run_dir(args):
+    """False for the non-chief workers of a multi-worker run: they share the chief's
+    --run-dir but write only to their own scratch folder inside it."""
+    if args.strategy not in ("auto", "multiworker"):
+        return True
+    try:
+        tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+        task = tf_config.get("task") or {}
+        workers = tf_config.get("cluster", {}).get("worker", [])
+    except (ValueError, AttributeError):
+        return True
+    if args.strategy == "auto" and len(workers) < 2:
+        return True
+    return task.get("type") in (None, "chief") or (task.get("type") == "worker" and int(task.get("index", 0)) == 0)
+
+
+def claim_run_dir(args, explicit):
+    """Makes `args.run_dir` this process's own: a default directory is created exclusively
+    (a name taken in the same second gets a suffix); an explicit one may exist but must be
+    empty unless --resume; in every case a lock on RUN_DIR/.lock is held until the process
+    ends, so two trainers never write into one directory. A directory this process created
+    and left empty is removed at exit."""
+    if not _writes_run_dir(args):
+        return
+    run_dir = Path(args.run_dir)
+    created = False
+    if args.resume or explicit:
+        try:
+            run_dir.mkdir(parents=True)
+            created = True
+        except FileExistsError:
+            if not run_dir.is_dir():
+                raise UsageError(f"--run-dir {run_dir} exists and is not a directory") from None
+        except OSError as err:
+            raise UsageError(f"cannot create --run-dir {run_dir}: {err.strerror or err}") from None
+    else:
+        base = run_dir
+        for attempt in range(1, 1000):
+            run_dir = base if attempt == 1 else base.with_name(f"{base.name}-{attempt}")
+            try:
+                run_dir.mkdir(parents=True)
+                created = True
+                break
+            except FileExistsError:
+                continue
+            except OSError as err:
+                raise UsageError(f"cannot create the run directory {run_dir}: {err.strerror or err}") from None
+        else:
+            raise UsageError(f"no free run directory name beside {base}; pass --run-dir")
+    _lock_run_dir(run_dir)
+    if created:
+        atexit.register(_remove_if_unused, run_dir)
+    elif not args.resume and any(p.name != RUN_LOCK for p in run_dir.iterdir()):
+        release_run_dir(run_dir)
+        raise UsageError(f"--run-dir {run_dir} is not empty: continue its run with --resume, or pick a new directory "
+                         f"(a new run would prune that run's checkpoints)")
+    args.run_dir = run_dir
+
+
+def _lock_run_dir(run_dir):
+    import fcntl
+
+    path = Path(run_dir) / RUN_LOCK
+    try:
+        handle = open(path, "a+")
+    except OSError as err:
+        raise UsageError(f"cannot write in the run directory {run_dir}: {err.strerror or err}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip()[:40]
+        handle.close()
+        raise UsageError(f"{run_dir} is in use by another trainer" + (f" (pid {owner})" if owner else "")
+                         + "; wait for it or pick another --run-dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    _held[str(run_dir)] = handle
+
+
+def release_run_dir(run_dir):
+    """Gives up the lock on `run_dir` (the process's end does the same)."""
+    handle = _held.pop(str(run_dir), None)
+    if handle is not None:
+        handle.close()
+
+
+def _remove_if_unused(run_dir):
+    """At exit: a run directory this process created but never wrote to (the run stopped on
+    a usage or data error) is removed, so it is not mistaken for a run."""
+    release_run_dir(run_dir)
+    try:
+        entries = list(Path(run_dir).iterdir())
+        if all(p.name == RUN_LOCK for p in entries):
+            for p in entries:
+                p.unlink()
+            Path(run_dir).rmdir()
+    except OSError:
+        pass
 
 
 def resolve_run_dir(args, model_name):

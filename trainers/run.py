@@ -226,9 +226,10 @@ class Run:
 
     def history(self, key):
         path = self.dir / "history.jsonl"
-        lines = path.read_text().splitlines() if path.exists() else []
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        records = [r for r in map(_history_record, lines) if isinstance(r, dict) and key in r]
         # An iteration repeated after a kill between its log line and its checkpoint: keep the last.
-        return list({h[key]: h for h in map(json.loads, lines)}.values())
+        return list({json.dumps(h[key], default=str): h for h in records}.values())
 
     # -- the end -------------------------------------------------------------------------
     def finish(self, report, title, subset=None, predictions=None, **extra):
@@ -309,6 +310,17 @@ def write_assignments(csv_path, dataset, probs, predictions, sheets_dir=None):
         shown = assignments.members_to_show(predictions, confidence, probs.shape[1])
         assignments.write_contact_sheets(sheets_dir, lambda rows: dataset.x[rows], shown, probs.shape[1])
     return csv_path
+
+
+def _history_record(line):
+    """One line of history.jsonl, or None. A process killed mid-write leaves a cut-off line,
+    to which the next run appends its own record: that record is recovered from its `{`."""
+    for start in (i for i, char in enumerate(line) if char == "{"):
+        try:
+            return json.loads(line[start:])
+        except ValueError:
+            continue
+    return None
 
 
 def _mean_ms(durations):
