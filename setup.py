@@ -29,6 +29,7 @@ setup(
         "scipy",
         "mlxtend",
         "matplotlib",
+        "umap-learn",  # the UMAP + GMM start of GAN-EM and the baseline beside every model
         "tensorboard",  # tf.summary needs it; tensorflow 2.21 no longer pulls it in
         "tqdm",
         "grpcio",  # serving.server / serving.client (also pulled in by tensorflow-serving-api)

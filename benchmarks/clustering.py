@@ -205,15 +205,14 @@ def main(argv=None) -> int:
           flush=True)
     per_seed, trainer_argv = [], {}
     for seed in args.seeds:
-        run_dir = work / f"seed{seed}"
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = work / f"seed{seed}"  # made by the trainer, which takes only a new or empty one
         cmd = [sys.executable, "-m", f"trainers.{args.model}", "--dataset", args.dataset, "--clusters", str(k),
                "--seed", str(seed), "--run-dir", str(run_dir), "--quiet"]
         if args.data_dir:
             cmd += ["--data-dir", args.data_dir]
         trainer_argv[str(seed)] = cmd + trainer_flags
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        finished = pool.map(lambda seed: run_trainer(trainer_argv[str(seed)], work / f"seed{seed}" / "trainer.log"),
+        finished = pool.map(lambda seed: run_trainer(trainer_argv[str(seed)], work / f"seed{seed}.log"),
                             args.seeds)
         outcomes = dict(zip(args.seeds, finished))
     for seed in args.seeds:
@@ -221,10 +220,10 @@ def main(argv=None) -> int:
         rc, seconds = outcomes[seed]
         metrics_path = run_dir / "metrics.json"
         if rc != 0 or not metrics_path.exists():
-            tail = (run_dir / "trainer.log").read_text(errors="replace").strip().splitlines()[-8:]
+            tail = (work / f"seed{seed}.log").read_text(errors="replace").strip().splitlines()[-8:]
             print("\n".join(tail), file=sys.stderr)
             _die(f"trainer failed for seed {seed} (exit code {rc}); command: {shlex.join(cmd)}; "
-                 f"log: {run_dir / 'trainer.log'}", code=rc if rc else 1)
+                 f"log: {work / f'seed{seed}.log'}", code=rc if rc else 1)
         metrics = json.loads(metrics_path.read_text())
         metrics = {key: v for key, v in metrics.items() if key not in _DROP_KEYS}
         metrics.update(seed=seed, run_dir=str(run_dir), process_seconds=round(seconds, 2))
