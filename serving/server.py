@@ -19,8 +19,9 @@ E-net is only taken once its generator has it too (exports write both together).
 Every request is checked against the declared signature (dtype, rank, inner dimensions,
 a batch of at most `--max_batch_size`) before anything the size of the request is
 allocated; bodies and messages are capped at `--max_request_bytes`; model calls in flight
-are bounded (beyond them RESOURCE_EXHAUSTED / HTTP 429), REST connections are bounded and
-time out, so status and metadata calls stay answered under load.
+are bounded (beyond them RESOURCE_EXHAUSTED / HTTP 429), REST bodies are capped lower
+(`--max_rest_body_bytes`: JSON is parsed while other calls wait), REST connections are
+bounded and time out, so status and metadata calls stay answered under load.
 
 In production use `tensorflow_model_server` with the same directory and config:
 
@@ -30,6 +31,7 @@ In production use `tensorflow_model_server` with the same directory and config:
 import argparse
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -45,6 +47,9 @@ import numpy as np  # noqa: E402
 from zoo.hub import VERSION_NAME, paired_version_dirs  # noqa: E402
 
 DEFAULT_MAX_REQUEST_BYTES = 64 << 20
+# JSON is parsed holding Python's interpreter lock, about 0.2-0.5 s per MB of nested arrays on
+# a small CPU, while every other call waits: REST bodies get a lower cap than gRPC messages.
+DEFAULT_MAX_REST_BODY_BYTES = 16 << 20
 REST_IDLE_SECONDS = 15.0  # a keep-alive connection with no next request is closed after this
 REST_BODY_SECONDS = 30.0  # the whole body must arrive within this, however slowly it trickles
 REST_MAX_CONNECTIONS = 64
@@ -501,6 +506,13 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             self._slots.release()
             raise
 
+    def handle_error(self, request, client_address):
+        """One line, not socketserver's traceback: a client that resets its connection is routine."""
+        err = sys.exc_info()[1]
+        if not isinstance(err, (ConnectionError, TimeoutError)):
+            print(f"serving: REST connection from {client_address[0]} failed: {type(err).__name__}: "
+                  f"{_first_line(err)}", file=sys.stderr, flush=True)
+
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
@@ -508,7 +520,7 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             self._slots.release()
 
 
-def _rest_handler(registry, admission, max_bytes):
+def _rest_handler(registry, admission, max_bytes, max_body_bytes):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         timeout = REST_IDLE_SECONDS  # socket timeout: idle keep-alive and stalled reads end
@@ -527,6 +539,24 @@ def _rest_handler(registry, admission, max_bytes):
                 self.close_connection = True
             self.end_headers()
             self.wfile.write(body)
+            if close:
+                self._linger()
+
+        def _linger(self):
+            """Closing with unread input makes the kernel reset the connection, and the client may
+            lose the answer with it: stop writing, then drain briefly (bounded in bytes and time)."""
+            try:
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_WR)
+                self.connection.settimeout(0.5)
+                deadline, drained = time.monotonic() + 2.0, 0
+                while time.monotonic() < deadline and drained < (64 << 20):
+                    chunk = self.connection.recv(1 << 20)
+                    if not chunk:
+                        break
+                    drained += len(chunk)
+            except OSError:
+                pass
 
         def _route(self):
             """(model, version or None, verb or None) of /v1/models/NAME[/versions/N][:verb|/metadata]."""
@@ -557,9 +587,9 @@ def _rest_handler(registry, admission, max_bytes):
             if not length.strip().isdigit():
                 raise ServingError("INVALID_ARGUMENT", f"Content-Length {length[:40]!r} is not a byte count")
             length = int(length)
-            if length > max_bytes:
-                raise ServingError("INVALID_ARGUMENT", f"the body of {length} bytes is larger than {max_bytes} "
-                                   f"(--max_request_bytes)")
+            if length > max_body_bytes:
+                raise ServingError("INVALID_ARGUMENT", f"the body of {length} bytes is larger than {max_body_bytes} "
+                                   f"(--max_rest_body_bytes; gRPC takes up to --max_request_bytes)")
             deadline, chunks, received = time.monotonic() + REST_BODY_SECONDS, [], 0
             while received < length:
                 if time.monotonic() > deadline:
@@ -701,7 +731,7 @@ class ModelServer:
 
     def __init__(self, model_config_file, port=8500, rest_api_port=0, host="127.0.0.1", poll_seconds=1.0,
                  workers=8, max_batch_size=None, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES,
-                 rest_max_connections=REST_MAX_CONNECTIONS):
+                 max_rest_body_bytes=DEFAULT_MAX_REST_BODY_BYTES, rest_max_connections=REST_MAX_CONNECTIONS):
         self.max_batch_size = max_batch_size or default_max_batch_size()
         self.registry = ModelRegistry(read_model_config(model_config_file), poll_seconds, self.max_batch_size,
                                       max_request_bytes)
@@ -728,7 +758,8 @@ class ModelServer:
         if rest_api_port is not None:
             try:
                 self.http = BoundedHTTPServer((host, rest_api_port),
-                                              _rest_handler(self.registry, self.admission, max_request_bytes),
+                                              _rest_handler(self.registry, self.admission, max_request_bytes,
+                                                            min(max_rest_body_bytes, max_request_bytes)),
                                               rest_max_connections)
             except OSError as err:
                 raise ServingError("UNAVAILABLE", f"cannot listen on {host}:{rest_api_port} (REST): "
@@ -766,9 +797,11 @@ def parse_args(argv=None):
                         help="largest batch (leading dimension) of any input, every signature; default sized "
                              "to this machine's memory")
     parser.add_argument("--max_request_bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
-                        help="largest gRPC message or REST body, and largest input tensor")
+                        help="largest gRPC message, and largest input tensor")
+    parser.add_argument("--max_rest_body_bytes", type=int, default=DEFAULT_MAX_REST_BODY_BYTES,
+                        help="largest REST body (JSON is parsed while other calls wait: keep it small)")
     args = parser.parse_args(argv)
-    for flag in ("max_batch_size", "max_request_bytes"):
+    for flag in ("max_batch_size", "max_request_bytes", "max_rest_body_bytes"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be at least 1")
     if args.file_system_poll_wait_seconds <= 0:
@@ -781,7 +814,8 @@ def main(argv=None):
     try:
         server = ModelServer(args.model_config_file, args.port, None if args.rest_api_port < 0 else args.rest_api_port,
                              args.host, args.file_system_poll_wait_seconds, max_batch_size=args.max_batch_size,
-                             max_request_bytes=args.max_request_bytes).start()
+                             max_request_bytes=args.max_request_bytes,
+                             max_rest_body_bytes=args.max_rest_body_bytes).start()
     except ServingError as err:
         print(f"serving.server: error: {err}", file=sys.stderr)
         return 2
