@@ -33,10 +33,14 @@ def parse_args(argv):
     parser.add_argument("--sheets", default=None, metavar="DIR",
                         help="also write DIR/cluster_NN.png, the most confident members of each cluster")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    parser.add_argument("--memory-budget", type=int, default=2048, metavar="MIB",
+                        help="MiB of images to hold in memory; a larger folder or IDX file is read from disk")
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         raise AssignError(f"--batch-size must be positive (got {args.batch_size})")
+    if args.memory_budget < 0:
+        raise AssignError(f"--memory-budget must be >= 0 (got {args.memory_budget})")
     return args
 
 
@@ -75,7 +79,7 @@ def main(argv=None):
 
     args = parse_args(argv)
     tflog.configure(args.verbose)
-    dataset = zoo_data.load_dataset(args.dataset, labels_file=args.labels_file)
+    dataset = zoo_data.load_dataset(args.dataset, labels_file=args.labels_file, memory_budget=args.memory_budget << 20)
     out = Path(args.out)
     if not out.parent.is_dir():
         raise AssignError(f"--out {out}: directory {out.parent} does not exist")
@@ -87,7 +91,7 @@ def main(argv=None):
                           f"trained on {expected}")
     probs = predict_in_batches(tf.function(model.cluster_probs, reduce_retracing=True)
                                if hasattr(model, "trainable_variables") else model.cluster_probs,
-                               dataset.x, batch_size=args.batch_size)
+                               dataset.data, batch_size=args.batch_size)
     predictions = probs.argmax(1)
     path = write_assignments(out, dataset, probs, predictions, sheets_dir=args.sheets)
     sizes = [int((predictions == c).sum()) for c in range(probs.shape[1])]

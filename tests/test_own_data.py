@@ -173,3 +173,46 @@ def test_assign_refuses_data_of_another_shape(tmp_path, capsys):
     assert cli(["--run", str(run_dir), "--dataset", str(tmp_path / "other.npz"), "--out", str(tmp_path / "a.csv")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "(6, 6, 1)" in err[0] and "(8, 8, 1)" in err[0]
+
+
+# --------------------------------------------------------------------------- larger than memory
+
+def test_a_folder_over_the_memory_budget_stays_on_disk_and_reads_the_same(flat_folder):
+    import tensorflow as tf
+
+    from trainers import common
+    from zoo.data import DiskPixels, load_dataset
+
+    in_memory = load_dataset(str(flat_folder))
+    on_disk = load_dataset(str(flat_folder), memory_budget=0)
+    assert in_memory.data.dtype == np.uint8 and not in_memory.streamed
+    assert isinstance(on_disk.data, DiskPixels) and on_disk.streamed and on_disk.paths == in_memory.paths
+    assert on_disk.input_shape == in_memory.input_shape == (8, 8, 1) and len(on_disk) == 24
+    rows = [5, 2, 3, 4, 23]
+    np.testing.assert_array_equal(on_disk.take(rows), in_memory.take(rows))
+    assert in_memory.take(rows).dtype == np.float32 and in_memory.take(rows).max() <= 1.0
+    with pytest.raises(Exception, match="memory budget"):
+        on_disk.x  # noqa: B018
+
+    mean = tf.function(lambda x: tf.reduce_mean(x, axis=[1, 2]))
+    np.testing.assert_array_equal(common.predict_in_batches(mean, on_disk.data, batch_size=7),
+                                  common.predict_in_batches(mean, in_memory.data, batch_size=7))
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    w = np.arange(48, dtype=np.float32).reshape(24, 2)
+    streamed = next(common.distributed_batches(strategy, (on_disk.data, w), 8, seed=3))
+    held = next(common.distributed_batches(strategy, (in_memory.data, w), 8, seed=3))
+    for a, b in zip(streamed, held):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert streamed[0].dtype == tf.float32
+
+
+def test_a_run_and_assign_over_the_memory_budget(flat_folder, tmp_path, capsys):
+    from export.assign import cli
+
+    run_dir = tmp_path / "run"
+    metrics = train("ganem", flat_folder, run_dir, "--memory-budget", "0")
+    assert metrics["labels_known"] is False and len(read_csv(run_dir / "assignments.csv")) == 24
+    assert json.loads((run_dir / "config.json").read_text())["init"] == "uniform"  # no GMM on a set on disk
+    out = tmp_path / "a.csv"
+    assert cli(["--run", str(run_dir), "--dataset", str(flat_folder), "--memory-budget", "0", "--out", str(out)]) == 0
+    assert [r["cluster"] for r in read_csv(out)] == [r["cluster"] for r in read_csv(run_dir / "assignments.csv")]

@@ -101,7 +101,7 @@ def main(argv=None):
     from zoo import baselines
     from zoo.clustergan import ClusterGAN, interpolation_grid, interpolation_pairs
 
-    x, y, k = dataset.x, dataset.y, args.clusters
+    x, y, k = dataset.data, dataset.y, args.clusters  # as stored: float32 in the input pipeline
 
     # -- model and optimizers ------------------------------------------------------------
     with run.strategy.scope():

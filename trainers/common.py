@@ -58,6 +58,9 @@ def base_parser(model_name, description):
                              "labels are found beside it by MNIST's naming; a folder of class folders is "
                              "labelled by its folder names)")
     parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data directory (tfds names only)")
+    parser.add_argument("--memory-budget", type=int, default=zoo_data.DEFAULT_MEMORY_BUDGET >> 20, metavar="MIB",
+                        help="MiB of images to hold in memory: a larger image folder or IDX file is decoded once "
+                             "into the cache and read from disk batch by batch")
     parser.add_argument("--clusters", type=int, default=10, help="number of clusters K")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="hard cap on training steps (every optimizer update counts), for smoke runs")
@@ -131,6 +134,8 @@ def parse_args(parser, argv, model_name):
         raise UsageError(f"--max-steps must be >= 0 (got {args.max_steps})")
     if args.labels < 0:
         raise UsageError(f"--labels must be >= 0 (got {args.labels})")
+    if args.memory_budget < 0:
+        raise UsageError(f"--memory-budget must be >= 0 (got {args.memory_budget})")
     if args.nan_patience < 1:
         raise UsageError(f"--nan-patience must be positive (got {args.nan_patience})")
     if args.nan_recoveries < 0:
@@ -390,14 +395,39 @@ def replicated_step(strategy, step_fn, jit=False):
     return step
 
 
+def _to_float(tensor):
+    """uint8 images enter the graph as bytes and become float32 in [0, 1] here."""
+    import tensorflow as tf
+
+    return tf.cast(tensor, tf.float32) / 255.0 if tensor.dtype == tf.uint8 else tensor
+
+
+def _read_rows(pixels, indices):
+    """Rows `indices` of a zoo.data.DiskPixels, read from disk inside the input pipeline."""
+    import tensorflow as tf
+
+    rows = tf.numpy_function(pixels.read, [indices], tf.uint8, stateful=False)
+    return tf.ensure_shape(rows, [None, *pixels.shape[1:]])
+
+
 def distributed_batches(strategy, arrays, global_batch, seed):
-    """An endless shuffled, batched, prefetched dataset of `arrays`, split across replicas."""
+    """An endless shuffled, batched, prefetched dataset of `arrays`, split across replicas.
+    uint8 arrays are images, made float32 in [0, 1] batch by batch; an array may also be a
+    zoo.data.DiskPixels, whose batches are read from disk as they are needed."""
     import tensorflow as tf
 
     n = len(arrays[0])
-    ds = tf.data.Dataset.from_tensor_slices(tuple(arrays))
-    ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.batch(global_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    if any(isinstance(a, zoo_data.DiskPixels) for a in arrays):
+        # Shuffle indices, not samples: the samples stay on disk.
+        ds = tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
+        ds = ds.batch(global_batch, drop_remainder=True).map(
+            lambda idx: tuple(_read_rows(a, idx) if isinstance(a, zoo_data.DiskPixels) else tf.gather(a, idx)
+                              for a in arrays), num_parallel_calls=2, deterministic=True)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(tuple(arrays))
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
+        ds = ds.batch(global_batch, drop_remainder=True)
+    ds = ds.map(lambda *batch: tuple(_to_float(t) for t in batch)).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     options.deterministic = True
@@ -405,10 +435,19 @@ def distributed_batches(strategy, arrays, global_batch, seed):
 
 
 def predict_in_batches(fn, x, batch_size=500):
-    """Applies `fn` (a tf.function of one batch) to a numpy array in batches, returning numpy."""
+    """Applies `fn` (a tf.function of one float batch) to a numpy array (uint8 images are made
+    float32 in [0, 1]) or a zoo.data.DiskPixels, read from disk a batch ahead, in batches;
+    returns numpy."""
     import tensorflow as tf
 
-    outs = [fn(tf.constant(x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
+    if isinstance(x, zoo_data.DiskPixels):
+        n = len(x)
+        batches = tf.data.Dataset.range(0, n, batch_size).map(
+            lambda start: _read_rows(x, tf.range(start, tf.minimum(start + batch_size, n))),
+            num_parallel_calls=2, deterministic=True).prefetch(2)
+    else:
+        batches = (tf.constant(x[i : i + batch_size]) for i in range(0, len(x), batch_size))
+    outs = [fn(_to_float(batch)).numpy() for batch in batches]
     return np.concatenate(outs, axis=0)
 
 

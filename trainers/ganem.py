@@ -106,7 +106,8 @@ def validate(args, dataset):
         raise common.UsageError(f"--augment {args.augment} needs image data; {dataset.name} has samples of shape "
                                 f"{tuple(dataset.input_shape)} (use --augment none)")
     if args.init is None:
-        args.init = "spread" if args.labels else DEFAULTS["init"]
+        # A set too large for memory cannot be fitted by a GMM on its pixels: EM starts uniform.
+        args.init = "spread" if args.labels else "uniform" if dataset.streamed else DEFAULTS["init"]
     if args.init == "spread" and not args.labels:
         raise common.UsageError("--init spread needs labelled examples (--labels N)")
     if args.labels:
@@ -168,7 +169,9 @@ def main(argv=None):
 
     from zoo.ganem import GANEM
 
-    x, y, k = dataset.x, dataset.y, args.clusters
+    # x as stored (uint8 images, or a DiskPixels for a set too large for memory): batches
+    # become float32 in the input pipeline.
+    x, y, k = dataset.data, dataset.y, args.clusters
 
     # -- model, optimizers, EM state ---------------------------------------------------
     with run.strategy.scope():
@@ -195,14 +198,15 @@ def main(argv=None):
             w[labelled] = np.eye(k, dtype=np.float32)[y[labelled]]
         return w
 
-    first_soft_labels = with_known_labels(initial_soft_labels(args, x, y, labelled))
+    first_soft_labels = with_known_labels(initial_soft_labels(args, x if args.init == "uniform" else dataset.x, y,
+                                                              labelled))
     soft_labels = tf.Variable(first_soft_labels, name="soft_labels")
     run.track(model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer,
               e_optimizer=model.e_optimizer, soft_labels=soft_labels)
 
     m_step = run.replicated_step(model.train_step)
     e_step = run.replicated_step(model.enet_train_step)
-    labelled_batches = (common.distributed_batches(run.strategy, (x[labelled], y[labelled]),
+    labelled_batches = (common.distributed_batches(run.strategy, (dataset.take(labelled), y[labelled]),
                                                    min(args.batch_size, args.labels), args.seed)
                         if args.labels else None)
 

@@ -122,7 +122,7 @@ def main(argv=None):
     from trainers import plots
     from zoo.gmgan import GMGAN, SCALES, balanced_samples, scale_curve
 
-    x, y, k = dataset.x, dataset.y, args.clusters
+    x, y, k = dataset.data, dataset.y, args.clusters  # as stored: float32 in the input pipeline
 
     # -- model and optimizers ------------------------------------------------------------
     with run.strategy.scope():
@@ -180,7 +180,7 @@ def main(argv=None):
         from zoo.reference import ReferenceClassifier
 
         reference = ReferenceClassifier.for_dataset(dataset, seed=0)
-        curve = scale_curve(model, reference, x, SCALES, n=args.score_samples, seed=args.seed)
+        curve = scale_curve(model, reference, dataset.x, SCALES, n=args.score_samples, seed=args.seed)
         at_one = next(point for point in curve if point["scale"] == 1.0)
         extra = dict(quality=at_one["quality"], diversity=at_one["diversity"], fd_classifier=at_one["fd_classifier"],
                      scale_curve=curve, reference_held_out_accuracy=reference.held_out_accuracy)

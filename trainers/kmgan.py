@@ -98,7 +98,7 @@ def main(argv=None):
     from trainers import plots
     from zoo.kmgan import KMGAN
 
-    x, y, k = dataset.x, dataset.y, args.clusters
+    x, y, k = dataset.data, dataset.y, args.clusters  # as stored: float32 in the input pipeline
 
     # -- model, optimizers, initial centers ------------------------------------------------
     with run.strategy.scope():
@@ -112,7 +112,7 @@ def main(argv=None):
     run.track(model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer)
     if not args.resume:  # a resumed run has its centers from the checkpoint
         sample = np.random.default_rng(args.seed).permutation(len(x))[: args.init_samples]
-        model.init_centers(x[sample], restarts=args.init_restarts)
+        model.init_centers(dataset.take(sample), restarts=args.init_restarts)
 
     train_step = run.replicated_step(model.train_step)
     features_of = tf.function(model.features, reduce_retracing=True)
@@ -120,7 +120,7 @@ def main(argv=None):
     snapshots = []
 
     def snapshot(label):
-        snapshots.append((label, common.predict_in_batches(features_of, x[shown])))
+        snapshots.append((label, common.predict_in_batches(features_of, dataset.take(shown))))
 
     def evaluate():
         probs = run.posteriors()
@@ -181,7 +181,7 @@ def judge(model, dataset, seed, count=2000):
     clusters = tf.constant(np.arange(count) % model.num_clusters, tf.int32)
     fakes = np.concatenate([model.generate(model.sample_latent(500, seed=seed + i), clusters[i:i + 500]).numpy()
                             for i in range(0, count, 500)])
-    real = dataset.x[np.random.default_rng(seed).permutation(len(dataset))[:count]]
+    real = dataset.take(np.random.default_rng(seed).permutation(len(dataset))[:count])
     return reference.scores(fakes, real)
 
 

@@ -23,7 +23,7 @@ def start(argv, model_name, build_parser, validate):
     args = common.parse_args(build_parser(), argv, model_name)
     common.tflog.configure(args.verbose)
     dataset = common.zoo_data.load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir,
-                                           labels_file=args.labels_file)
+                                           labels_file=args.labels_file, memory_budget=args.memory_budget << 20)
     validate(args, dataset)  # bad input fails here, before TensorFlow is imported
     common.tflog.import_tensorflow(args.verbose)
 
@@ -197,7 +197,7 @@ class Run:
             self._posterior = tf.function(self.model.cluster_probs, reduce_retracing=True)
         # Asked again at the same step (the trainer's last evaluation, then finish): one pass.
         if self._posterior_cache is None or self._posterior_cache[0] != self.step:
-            self._posterior_cache = (self.step, common.predict_in_batches(self._posterior, self.dataset.x))
+            self._posterior_cache = (self.step, common.predict_in_batches(self._posterior, self.dataset.data))
         return self._posterior_cache[1]
 
     def evaluate(self, probs, subset=None, log=True):
@@ -261,7 +261,7 @@ class Run:
             plots.confusion_png(data.y[subset], predictions[subset], model.num_clusters, self.dir / "confusion.png",
                                 title=f"{title} on {data.name}: ACC {report['acc']:.3f}", class_names=data.class_names)
         if model.embedding_size == 2:
-            embedding = common.predict_in_batches(tf.function(model.embed, reduce_retracing=True), data.x)
+            embedding = common.predict_in_batches(tf.function(model.embed, reduce_retracing=True), data.data)
             plots.scatter_png(embedding, predictions, self.dir / "embedding_by_cluster.png",
                               title="embedding (d = 2) by cluster", legend_title="cluster")
             if data.y is not None:
@@ -308,7 +308,7 @@ def write_assignments(csv_path, dataset, probs, predictions, sheets_dir=None):
                                      class_names=dataset.class_names)
     if sheets_dir is not None and dataset.kind == "image":
         shown = assignments.members_to_show(predictions, confidence, probs.shape[1])
-        assignments.write_contact_sheets(sheets_dir, lambda rows: dataset.x[rows], shown, probs.shape[1])
+        assignments.write_contact_sheets(sheets_dir, dataset.take, shown, probs.shape[1])
     return csv_path
 
 

