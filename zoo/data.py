@@ -58,9 +58,18 @@ class DiskPixels:
     dtype = np.dtype(np.uint8)
     ndim = 4
 
-    def __init__(self, path: str, offset: int, shape: tuple):
+    def __init__(self, path: str, offset: int, shape: tuple, rows=None):
         self.path, self.offset, self.shape = str(path), int(offset), tuple(int(d) for d in shape)
         self.row_bytes = int(np.prod(self.shape[1:]))
+        self.rows = None if rows is None else np.asarray(rows, np.int64)  # a subset: its rows in the file
+        if self.rows is not None:
+            self.shape = (len(self.rows), *self.shape[1:])
+
+    def __getitem__(self, indices):
+        """The subset ``indices`` (an index array), still on disk."""
+        indices = np.asarray(indices, np.int64)
+        rows = indices if self.rows is None else self.rows[indices]
+        return DiskPixels(self.path, self.offset, (0, *self.shape[1:]), rows)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -68,6 +77,8 @@ class DiskPixels:
     def read(self, indices) -> np.ndarray:
         """The rows ``indices`` (any order) as a uint8 array; runs of consecutive rows are read at once."""
         indices = np.asarray(indices, np.int64).reshape(-1)
+        if self.rows is not None:
+            indices = self.rows[indices]
         out = np.empty((len(indices), *self.shape[1:]), np.uint8)
         flat = out.reshape(len(indices), -1)
         fd = os.open(self.path, os.O_RDONLY)
@@ -132,6 +143,10 @@ class Dataset:
     @x.setter
     def x(self, value):
         self.data = value
+
+    def subset(self, indices):
+        """``data`` of the samples ``indices``, as stored (a DiskPixels subset stays on disk)."""
+        return self.data[np.asarray(indices)]
 
     def take(self, indices) -> np.ndarray:
         """Samples ``indices`` as float32 (images in [0, 1])."""
