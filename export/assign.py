@@ -18,8 +18,9 @@ class AssignError(Exception):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m export.assign", description=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from trainers.common import HelpFormatter
+
+    parser = argparse.ArgumentParser(prog="python -m export.assign", description=__doc__, formatter_class=HelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="run directory of a trainer (runs/...)")
     source.add_argument("--model", help="an export base directory (holds <model>_enet/), a .tar.gz of one, "
