@@ -14,6 +14,16 @@ from zoo.ganem import GANEM
 SHAPE = (8, 8, 1)
 
 
+def assert_same_clusters(probs, clusters, margin=1e-5):
+    """argmax `probs` equals `clusters` wherever the top two probabilities are further apart
+    than `margin`: two compute paths (batch sizes, graphs, CPUs) may round a near-tie apart."""
+    probs = np.asarray(probs)
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    decided = top2[:, 1] - top2[:, 0] > margin
+    np.testing.assert_array_equal(np.argmax(probs, 1)[decided], np.asarray(clusters)[decided])
+    assert decided.mean() > 0.9, f"only {decided.mean():.0%} of the samples are clear of a near-tie"
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     model = GANEM(SHAPE, 3, latent_dim=5, embedding_dim=2, seed=2)
@@ -47,7 +57,7 @@ def test_enet_matches_in_memory_model(exported):
     np.testing.assert_allclose(out["embedding"], model.embed(images), rtol=1e-5, atol=1e-6)
     assert out["embedding"].shape == (5, 2)
     assert out["cluster"].dtype == tf.int64
-    np.testing.assert_array_equal(out["cluster"], np.argmax(model.cluster_probs(images), 1))
+    assert_same_clusters(model.cluster_probs(images), out["cluster"])
 
 
 def test_classify_signature_reads_tf_examples(exported):
@@ -122,14 +132,17 @@ def test_export_command_rebuilds_a_checkpointed_run(tmp_path):
 
     x = load_dataset("digits").x
     enet = tf.saved_model.load(str(out / "ganem_enet" / "1")).signatures["serving_default"]
-    clusters = enet(images=tf.constant(x))["cluster"].numpy()
-    assert np.bincount(clusters, minlength=10).tolist() == metrics["cluster_sizes"]
+    probs = enet(images=tf.constant(x))["probabilities"].numpy()
+    clusters = probs.argmax(1)
+    run_clusters = np.loadtxt(run_dir / "assignments.csv", delimiter=",", skiprows=1, usecols=1, dtype=int)
+    assert np.bincount(run_clusters, minlength=10).tolist() == metrics["cluster_sizes"]  # the run's own record
+    assert_same_clusters(probs, run_clusters)
     # The Keras preset and the tarball load back through zoo.load and cluster the same way.
     import zoo
 
     for handle in (out / "ganem_preset", f"file://{out / 'ganem.tar.gz'}"):
         loaded = zoo.load(handle)
-        np.testing.assert_array_equal(np.argmax(loaded.cluster_probs(x[:200]), 1), clusters[:200])
+        assert_same_clusters(loaded.cluster_probs(x[:200]), clusters[:200])
     bad = subprocess.run([sys.executable, "-m", "export", "--run", str(tmp_path), "--out", str(out)],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not a run directory" in bad.stderr

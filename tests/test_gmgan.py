@@ -109,14 +109,25 @@ def test_gan_step_trains_d_and_g_and_the_mixture_only_when_dynamic(latent):
 
 def test_enet_step_learns_the_component_of_generated_samples():
     model = small_model(e_batch_size=30)
+    # The loss on one fixed set of generated samples, not on each step's own batch: a single
+    # batch's loss moves by more than 60 slow steps lower it (seen: 1.10 -> 1.09 on one seed).
+    c = tf.constant(np.arange(300) % 3)
+    x = model.generate(model.sample_latent(300, seed=123), c)
+
+    def held_out_loss():
+        probs = model.cluster_probs(x).numpy()
+        return float(-np.mean(np.log(probs[np.arange(300), c.numpy()] + 1e-12)))
+
+    before_loss = held_out_loss()
     before, parts = _snapshot(model)
     step = tf.function(model.enet_train_step)
-    first = step()
+    step()
     assert _changed(before, parts) == {"generator": False, "discriminator": False, "enet": True, "mixture": False}
     for _ in range(60):
-        last = step()
-    # Components far apart in latent space give distinguishable samples even from an untrained G.
-    assert float(last["e_loss"]) < float(first["e_loss"])
+        step()
+    # Components apart in latent space give distinguishable samples even from an untrained G:
+    # the loss drops by 0.045-0.09 over eight seeds; asserted with half the smallest drop.
+    assert held_out_loss() < before_loss - 0.02
 
 
 def test_supervised_discriminator_judges_each_class_with_its_own_head():
