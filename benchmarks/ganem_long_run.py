@@ -80,8 +80,10 @@ def main(argv=None):
         print("running", " ".join(cmd), flush=True)
         started = time.time()
         with open(run_dir.with_name(run_dir.name + ".log"), "w") as log:
+            # SIGINT restored for the trainer: a background shell starts it ignored.
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                    env={**os.environ, "PYTHONPATH": str(REPO)})
+                                    env={**os.environ, "PYTHONPATH": str(REPO)},
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
             try:
                 proc.wait(timeout=args.budget_minutes * 60)
             except subprocess.TimeoutExpired:

@@ -17,7 +17,7 @@ def test_jobs_runs_every_seed_and_summarises_them(tmp_path):
     out = tmp_path / "result.json"
     result = run_benchmark("--model", "ganem", "--dataset", "digits", "--seeds", "3", "4", "--jobs", "2",
                            "--no-baselines", "--work-dir", str(tmp_path / "runs"), "--out", str(out),
-                           "--", "--max-steps", "3", "--no-export")
+                           "--", "--max-steps", "3", "--no-export", "--init", "gmm")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(out.read_text())
     assert summary["seeds"] == [3, 4]

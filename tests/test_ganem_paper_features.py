@@ -23,7 +23,8 @@ def test_networks_follow_the_input_shape(shape, side):
 
 def test_semi_supervised_run_reports_test_error_on_unlabelled_examples(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_trainer(*SMALL, "--labels", "50", "--max-steps", "12", "--run-dir", str(run_dir), "--no-export")
+    result = run_trainer(*SMALL, "--labels", "50", "--init", "spread", "--max-steps", "12", "--run-dir", str(run_dir),
+                         "--no-export")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["labels"] == 50 and 0.0 <= metrics["test_error"] <= 1.0
@@ -62,7 +63,7 @@ def test_learned_prior_moves_towards_unbalanced_proportions(tmp_path):
     keep = np.concatenate([np.flatnonzero(data.y == 0)[:800], np.flatnonzero(data.y == 1)[:200]])
     np.savez(tmp_path / "unbalanced.npz", x=data.x[keep], y=data.y[keep])
     common = ["--dataset", str(tmp_path / "unbalanced.npz"), "--clusters", "2", "--init", "kmeans",
-              "--em-iterations", "2", "--m-steps", "60", "--e-steps", "60", "--lr-e", "1e-3", "--quiet", "--no-export"]
+              "--paper", "--em-iterations", "2", "--m-steps", "60", "--e-steps", "60", "--lr-e", "1e-3", "--quiet", "--no-export"]
     learned = run_trainer(*common, "--run-dir", str(tmp_path / "learned"))
     fixed = run_trainer(*common, "--fixed-prior", "--run-dir", str(tmp_path / "fixed"))
     assert learned.returncode == 0 and fixed.returncode == 0, learned.stderr[-2000:] + fixed.stderr[-2000:]

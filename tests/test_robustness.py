@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 SMALL = ["--dataset", "digits", "--first-m-steps", "6", "--m-steps", "4", "--e-steps", "2", "--em-iterations", "3",
-         "--batch-size", "32", "--quiet", "--no-export"]
+         "--batch-size", "32", "--quiet", "--no-export", "--init", "gmm", "--recluster", "none"]
 
 
 def trainer(*args):

@@ -26,12 +26,14 @@ import numpy as np
 
 from trainers import common
 
-# Defaults sized for a 2-core CPU (about 10 minutes on mnist5k); see README "Results"
-# for why the first soft labels come from a GMM rather than the paper's uniform w.
-# With --labels the E-step is 4x longer: the labelled cross-entropy needs the updates
-# (README, Results).
-DEFAULTS = dict(em_iterations=6, first_m_steps=1500, m_steps=400, e_steps=200, e_steps_labelled=800, init="gmm",
-                lr_e=2e-4)
+# Defaults sized for a 2-core CPU (about 10 minutes on mnist5k). Without labels EM starts
+# from UMAP + GMM, and the E-step also learns from the most confident real samples and
+# re-clusters the E-net's features (docs/models/ganem.md says why). With --labels the E-step
+# is 4x longer: the labelled cross-entropy needs the updates.
+DEFAULTS = dict(em_iterations=6, first_m_steps=1500, m_steps=400, e_steps=200, e_steps_labelled=800, init="umap",
+                lr_e=2e-4, pseudo_labels=0.5, recluster="umap")
+# The paper's method: what --paper sets wherever a flag is not given.
+PAPER = dict(init="uniform", pseudo_labels=0.0, recluster="none", augment="none")
 
 
 def build_parser():
@@ -47,11 +49,22 @@ def build_parser():
                        help=f"E-step (E-net) updates per EM iteration (default {DEFAULTS['e_steps']}, "
                             f"{DEFAULTS['e_steps_labelled']} with --labels)")
     group.add_argument("--e-batch-size", type=int, default=64, help="generated samples per E-net update")
-    group.add_argument("--init", choices=["uniform", "kmeans", "gmm", "spread"], default=None,
+    group.add_argument("--paper", action="store_true",
+                       help="the paper's method wherever a flag below is not given: --init uniform "
+                            "--pseudo-labels 0 --recluster none --augment none")
+    group.add_argument("--init", choices=["uniform", "kmeans", "gmm", "umap", "spread"], default=None,
                        help="soft labels of the first M-step: uniform 1/K (the paper), one-hot k-means labels "
-                            "on pixels, the posteriors of a GMM on PCA-50 (default without labels), or label "
-                            "spreading from the --labels examples over a 10-NN graph of PCA-50 features "
-                            "(default with labels)")
+                            "on pixels, the posteriors of a GMM on PCA-50, of a GMM on a 10-d UMAP embedding of "
+                            "PCA-50 (default without labels), or label spreading from the --labels examples over "
+                            "a 10-NN graph of PCA-50 features (default with labels)")
+    group.add_argument("--pseudo-labels", type=float, default=None, metavar="FRACTION",
+                       help="not in the paper: every E-step update also trains the E-net on real samples, the "
+                            "FRACTION of each cluster's members with the most confident soft labels, labelled "
+                            "with their cluster (default 0.5 without --labels, 0 with them; 0 is the paper)")
+    group.add_argument("--recluster", choices=["none", "umap"], default=None,
+                       help="not in the paper: after each E-step the soft labels are the posteriors of a GMM on a "
+                            "UMAP embedding of the E-net's features (numbered as the E-net's clusters) instead of "
+                            "the E-net's own posteriors (umap, the default without --labels; none is the paper)")
     group.add_argument("--generator-loss", choices=["mle", "nonsaturating"], default="mle",
                        help="mle: the paper's -1/2 exp(logit D_c); nonsaturating: -log D_c")
     group.add_argument("--logit-clip", type=float, default=10.0, help="upper clip of the logit in the MLE loss")
@@ -87,6 +100,15 @@ def build_parser():
 
 
 def validate(args, dataset):
+    for flag, value in PAPER.items():
+        if args.paper and getattr(args, flag) is None:
+            setattr(args, flag, value)
+    if args.pseudo_labels is None:
+        args.pseudo_labels = 0.0 if args.labels else DEFAULTS["pseudo_labels"]
+    if not 0 <= args.pseudo_labels <= 1:
+        raise common.UsageError(f"--pseudo-labels must lie in [0, 1] (got {args.pseudo_labels})")
+    if args.recluster is None:
+        args.recluster = "none" if args.labels or dataset.streamed else DEFAULTS["recluster"]
     if args.e_steps is None:
         args.e_steps = DEFAULTS["e_steps_labelled"] if args.labels else DEFAULTS["e_steps"]
     if args.lr_e_decay is None:
@@ -101,7 +123,8 @@ def validate(args, dataset):
     common.zoo_data.check_num_clusters(args.clusters, len(dataset))
     images = len(dataset.input_shape) == 3  # (height, width, channels)
     if args.augment is None:
-        args.augment = "all" if args.labels and images else "none"
+        # Real images in the E-step (labels or pseudo-labels) are few; new poses keep the E-net general.
+        args.augment = "all" if (args.labels or args.pseudo_labels) and images else "none"
     if args.augment != "none" and not images:
         raise common.UsageError(f"--augment {args.augment} needs image data; {dataset.name} has samples of shape "
                                 f"{tuple(dataset.input_shape)} (use --augment none)")
@@ -124,8 +147,8 @@ def validate(args, dataset):
 
 
 def initial_soft_labels(args, x, y=None, labelled=()):
-    """w of the first M-step: uniform, one-hot k-means labels, GMM-on-PCA posteriors, or
-    (semi-supervised) label spreading from the labelled examples.
+    """w of the first M-step: uniform, one-hot k-means labels, GMM posteriors on PCA-50 or
+    on its UMAP embedding, or (semi-supervised) label spreading from the labelled examples.
 
     With labelled examples, the k-means / GMM clusters are renumbered to the classes
     they match best on those examples (Hungarian), so that cluster c starts as class c
@@ -140,6 +163,8 @@ def initial_soft_labels(args, x, y=None, labelled=()):
         return baselines.label_spreading_posteriors(x, labelled, y[labelled], k, args.seed)
     if args.init == "kmeans":
         w = np.eye(k, dtype=np.float32)[baselines.kmeans_pixels(x, k, args.seed)]
+    elif args.init == "umap":
+        w = baselines.umap_gmm_posteriors(x, k, args.seed)
     else:
         w = baselines.gmm_pca_posteriors(x, k, args.seed)
     if len(labelled):
@@ -210,6 +235,32 @@ def main(argv=None):
                                                    min(args.batch_size, args.labels), args.seed)
                         if args.labels else None)
 
+    def pseudo_labelled_batches(iteration):
+        """Real samples the E-step learns from as if labelled (--pseudo-labels): the labelled
+        examples, and the most confident FRACTION of each cluster's members under the current
+        soft labels, labelled with that cluster."""
+        w = soft_labels.numpy()
+        cluster, confidence = w.argmax(1), w.max(1)
+        chosen = [labelled]
+        for c in range(k):
+            members = np.setdiff1d(np.flatnonzero(cluster == c), labelled)
+            keep = int(np.ceil(args.pseudo_labels * len(members)))
+            chosen.append(members[np.argsort(-confidence[members], kind="stable")[:keep]])
+        chosen = np.sort(np.concatenate(chosen))
+        return common.distributed_batches(run.strategy, (dataset.take(chosen), cluster[chosen]),
+                                          min(args.batch_size, len(chosen)), args.seed + iteration)
+
+    def reclustered(probs):
+        """--recluster umap: GMM posteriors on a UMAP embedding of the E-net's features,
+        numbered as the E-net's own clusters."""
+        from zoo import baselines
+
+        features = common.predict_in_batches(embed, x)
+        current = probs.argmax(1)
+        return baselines.aligned_to(baselines.umap_gmm_posteriors(features, k, args.seed, reference=current), current)
+
+    embed = tf.function(model.embed, reduce_retracing=True)
+
     def evaluate(probs, log=True):
         """Metrics on the examples not used as labels."""
         report = run.evaluate(probs, unlabelled, log=log)
@@ -241,6 +292,7 @@ def main(argv=None):
     limit = total if args.max_steps is None else min(total, args.max_steps)
     run.progress(limit)
     iterator, iterator_of = None, None
+    teacher, teacher_of = labelled_batches, None
     hinted_empty = False
     try:
         while run.step < limit:
@@ -253,22 +305,32 @@ def main(argv=None):
                     iterator_of = iteration
                 values, phase = m_step(iterator), "m"
             else:
-                values, phase = e_step(labelled_batches), "e"
+                if args.pseudo_labels and teacher_of != iteration:
+                    teacher, teacher_of = pseudo_labelled_batches(iteration), iteration
+                values, phase = e_step(teacher), "e"
             values = run.step_done(phase, f"EM {iteration + 1}/{args.em_iterations} {phase.upper()}-step",
                                    values, time.perf_counter() - tick)
 
             if offset == m_steps + args.e_steps - 1:
-                # Between E- and M-step: new soft labels w(x) = E(x) and prior pi = mean w.
+                # Between E- and M-step: new soft labels w(x) = E(x) (or re-clustered E-net
+                # features) and prior pi = mean w.
                 probs = run.posteriors()
-                soft_labels.assign(with_known_labels(probs))
-                model.update_prior(soft_labels.numpy())
                 report = evaluate(probs)
+                if args.recluster == "umap":
+                    w = reclustered(probs)
+                    report["soft_labels"] = evaluate(w, log=False)
+                else:
+                    w = probs
+                soft_labels.assign(with_known_labels(w))
+                model.update_prior(soft_labels.numpy())
                 report.update(em_iteration=iteration + 1, step=run.step, wall_seconds=run.wall_seconds,
                               prior=model.prior.numpy().round(4).tolist(),
                               posterior_confidence=float(probs.max(1).mean()), e_acc_fake=values["e_acc_fake"])
                 run.log_iteration(report, f"EM iteration {iteration + 1}/{args.em_iterations}: "
                                           f"{common.format_metrics(report)}  (E-net: {report['e_acc_fake']:.2f} acc "
-                                          f"on fakes, {report['posterior_confidence']:.2f} mean confidence on real data)")
+                                          f"on fakes, {report['posterior_confidence']:.2f} mean confidence on real data)"
+                                          + (f"; re-clustered: {common.format_metrics(report['soft_labels'])}"
+                                             if "soft_labels" in report else ""))
                 empty = k - len(np.unique(probs.argmax(1)))
                 if empty and args.variant == "paper" and not hinted_empty:
                     # The paper's K sigmoid heads lose clusters when K is large (README, Results).
