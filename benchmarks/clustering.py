@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 
 from trainers.common import HelpFormatter  # noqa: E402
 from zoo import data as zoo_data  # noqa: E402
-from zoo.baselines import SUMMARY_KEYS, run_baselines, summarize  # noqa: E402
+from zoo.baselines import BASELINES, SUMMARY_KEYS, run_baselines, summarize  # noqa: E402
 from zoo.registry import MODELS  # noqa: E402
 
 PROG = "clustering.py"
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                "seed), machine (platform, cpu_count, tensorflow, gpus), timestamp, model, MODEL (mean/std "
                "over seeds of acc = Hungarian ACC, nmi, ari, purity, many_to_one_acc, wall_seconds, "
                "every ms_per_* timing the trainer reports, plus per_seed metrics) and baselines "
-               "(same fields for kmeans_pixels and gmm_pca50).",
+               "(same fields for kmeans_pixels, gmm_pca50 and umap_gmm).",
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--model", default="ganem", choices=sorted(MODELS), help="which zoo model to train")
@@ -249,7 +249,7 @@ def main(argv=None) -> int:
                 cache[seed] = zoo_data.load_dataset(args.dataset, seed=seed, data_dir=args.data_dir)
             return cache[seed]
 
-        print("baselines: kmeans_pixels, gmm_pca50 ...", flush=True)
+        print(f"baselines: {', '.join(BASELINES)} ...", flush=True)
         baselines = run_baselines(dataset_for, k, args.seeds)
 
     result = {

@@ -1,15 +1,16 @@
 """GAN-EM: EM clustering with a conditional GAN as M-step and an E-net as E-step.
 
-Zhao et al., "GAN-EM: GAN based EM learning framework" (DESIGN.md 3.1).
+Zhao et al., "GAN-EM: GAN based EM learning framework" (docs/models/ganem.md).
 
 * M-step (`train_step`): a conditional generator G(z, c) and a discriminator D with
   K sigmoid heads. Head i learns "real and in cluster i", with real x weighted by
   the soft label w_i(x) that the last E-step gave it; every fake is fake for every
   head. G(., c) is trained to be taken for real by head c.
 * E-step (`enet_train_step`): the E-net learns to tell which cluster c a *generated*
-  sample came from, with c drawn from the mixing prior pi. It never sees real data,
-  except labelled data in the semi-supervised setting, where every E-step update
-  adds the cross-entropy of a labelled batch (and labelled x keep w = onehot(y)).
+  sample came from, with c drawn from the mixing prior pi. In the paper it never sees
+  real data, except labelled data in the semi-supervised setting, where every E-step
+  update adds the cross-entropy of a labelled batch (and labelled x keep w = onehot(y));
+  the trainer's pseudo-labels (an option) pass confidently clustered real data the same way.
 * Between the two (`update_prior`, driven by the trainer): w(x) = E(x) for all real
   x, and pi = mean of w.
 
