@@ -150,6 +150,19 @@ def run_trainer(argv, log_path: Path):
     return rc, time.perf_counter() - started
 
 
+def gain_over_start(per_seed) -> dict:
+    """What training added to where it started, for models that record their first soft labels
+    (`initial` in metrics.json, as GAN-EM does): `initial_<metric>_mean/std` and
+    `gain_<metric>_mean/std` (final minus initial, per seed)."""
+    if not all("acc" in run.get("initial", {}) for run in per_seed):
+        return {}
+    keys = ("acc", "nmi", "ari")
+    out = {f"initial_{k}": v for k, v in summarize([run["initial"] for run in per_seed], keys=keys).items()}
+    gains = [{key: run[key] - run["initial"][key] for key in keys} for run in per_seed]
+    out.update({f"gain_{k}": v for k, v in summarize(gains, keys=keys).items()})
+    return out
+
+
 def _pm(summary: dict, key: str, fmt: str = "{:.3f}") -> str:
     mean, std = summary.get(f"{key}_mean"), summary.get(f"{key}_std")
     if mean is None:
@@ -238,6 +251,7 @@ def main(argv=None) -> int:
                       and key not in SUMMARY_KEYS and all(isinstance(m.get(key), (int, float)) for m in per_seed))
     model = summarize(per_seed, keys=(*SUMMARY_KEYS, "test_error", *variants))
     model.update(summarize(per_seed, keys=("wall_seconds", *timings)))
+    model.update(gain_over_start(per_seed))
     model["per_seed"] = per_seed
 
     baselines = {}
@@ -290,6 +304,10 @@ def main(argv=None) -> int:
 
     print()
     print_table([(args.model, model), *baselines.items()])
+    if "gain_acc_mean" in model:
+        steps = ", ".join(f"{run['initial']['acc']:.3f} -> {run['acc']:.3f}" for run in per_seed)
+        print(f"{args.model} started from ACC {_pm(model, 'initial_acc')} and gained {_pm(model, 'gain_acc')} "
+              f"(per seed: {steps})")
     if not result["acc_meaningful"]:
         print(f"note: K={k} > {first.num_classes} classes, so Hungarian ACC penalises surplus "
               f"clusters; see purity / many_to_one_acc in the JSON")

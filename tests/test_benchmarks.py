@@ -59,3 +59,15 @@ def test_paper_table_collects_rows_run_separately(tmp_path):
     missing = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ganem_paper_table.py"), "--collect",
                               "--tag", "no-such-tag", "--out", str(out)], capture_output=True, text=True, cwd=REPO)
     assert missing.returncode == 2 and "no results for row" in missing.stderr
+
+
+def test_gain_over_start_is_final_minus_initial_per_seed():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from clustering import gain_over_start
+
+    runs = [{"acc": 0.9, "nmi": 0.8, "ari": 0.7, "initial": {"acc": 0.8, "nmi": 0.8, "ari": 0.5}},
+            {"acc": 0.7, "nmi": 0.6, "ari": 0.5, "initial": {"acc": 0.8, "nmi": 0.6, "ari": 0.5}}]
+    summary = gain_over_start(runs)
+    assert summary["initial_acc_mean"] == 0.8
+    assert abs(summary["gain_acc_mean"]) < 1e-9 and abs(summary["gain_acc_std"] - 0.1) < 1e-9
+    assert gain_over_start([{"acc": 0.5}]) == {}  # models without a recorded start
