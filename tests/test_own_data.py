@@ -193,6 +193,9 @@ def test_a_folder_over_the_memory_budget_stays_on_disk_and_reads_the_same(flat_f
     assert in_memory.take(rows).dtype == np.float32 and in_memory.take(rows).max() <= 1.0
     with pytest.raises(Exception, match="memory budget"):
         on_disk.x  # noqa: B018
+    # Decoded once: a second load finds the pixels and their shape in the cache.
+    again = load_dataset(str(flat_folder), memory_budget=0)
+    assert again.data.path == on_disk.data.path and again.input_shape == on_disk.input_shape
     part = on_disk.subset([7, 3, 9])
     assert isinstance(part, DiskPixels) and part.shape == (3, 8, 8, 1)
     np.testing.assert_array_equal(part.read([2, 0]), in_memory.subset([7, 3, 9])[[2, 0]])

@@ -795,9 +795,11 @@ def _load_image_folder(folder: str, memory_budget: int) -> Dataset:
     num_classes = len(class_names) if class_names else None
     first, _ = read_image(os.path.join(folder, files[0]))
     if len(files) * first.shape[0] * first.shape[1] * 3 > memory_budget:
-        shape = _scan_image_headers(folder, files)
+        cached, shape = _pixel_cache(folder, files)
+        if shape is None:
+            shape = _scan_image_headers(folder, files)
         if int(np.prod(shape, dtype=np.int64)) > memory_budget:
-            pixels = DiskPixels(_decode_into_cache(folder, files, shape), 0, shape)
+            pixels = DiskPixels(_decode_into_cache(folder, files, shape, cached), 0, shape)
             return Dataset(name, pixels, y, "image", num_classes, class_names, files)
     arrays, first_size, gray = [], None, []
     for fname in files:
@@ -846,21 +848,36 @@ def _scan_image_headers(folder: str, files: list) -> tuple:
     return len(files), first_size[1], first_size[0], channels
 
 
-def _decode_into_cache(folder: str, files: list, shape: tuple) -> str:
-    """The folder's images decoded once, uint8 row after row, into a file of the zoo's cache
-    (keyed by the files' names, sizes and times); returns its path."""
+def _pixel_cache(folder: str, files: list):
+    """(path of the folder's decoded pixels in the zoo's cache, their shape if they are there).
+    The key covers the files' names, sizes and modification times; the shape is kept beside
+    the pixels, so a cached folder needs no pass over its images."""
     import hashlib
-    import sys
+    import json
 
     from zoo.cache import cache_dir
 
-    digest = hashlib.sha256(repr((os.path.abspath(folder), shape)).encode())
+    digest = hashlib.sha256(os.path.abspath(folder).encode())
     for fname in files:
         st = os.stat(os.path.join(folder, fname))
         digest.update(f"{fname}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     target = cache_dir() / "pixels" / f"{digest.hexdigest()[:32]}.u8"
-    row_bytes = int(np.prod(shape[1:]))
-    if target.exists() and target.stat().st_size == shape[0] * row_bytes:
+    try:
+        shape = tuple(json.loads(target.with_suffix(".json").read_text())["shape"])
+        if len(shape) == 4 and shape[0] == len(files) and target.stat().st_size == int(np.prod(shape)):
+            return target, shape
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return target, None
+
+
+def _decode_into_cache(folder: str, files: list, shape: tuple, target) -> str:
+    """The folder's images decoded once, uint8 row after row, into ``target`` (written aside,
+    then renamed; its shape beside it); returns its path."""
+    import json
+    import sys
+
+    if target.exists() and target.stat().st_size == int(np.prod(shape)):
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     print(f"{folder}: {shape[0]} images exceed the memory budget; decoding them once into {target}",
@@ -876,6 +893,9 @@ def _decode_into_cache(folder: str, files: list, shape: tuple) -> str:
                     raise DataError(f"image {os.path.join(folder, fname)} decodes to shape {arr.shape}, "
                                     f"expected {tuple(shape[1:])}")
                 out.write(arr.tobytes())
+        meta = target.with_name(f".{target.stem}.{os.getpid()}.json.tmp")
+        meta.write_text(json.dumps({"folder": os.path.abspath(folder), "shape": list(shape)}) + "\n")
+        os.replace(meta, target.with_suffix(".json"))
         os.replace(tmp, target)
     finally:
         if tmp.exists():
