@@ -44,6 +44,7 @@ def test_umap_gmm_from_a_reference_keeps_good_clusters(blobs):
     (["--paper"], dict(init="uniform", pseudo_labels=0.0, recluster="none", augment="none")),
     (["--paper", "--init", "gmm"], dict(init="gmm", pseudo_labels=0.0, recluster="none", augment="none")),
     (["--pseudo-labels", "0"], dict(init="umap", pseudo_labels=0.0, recluster="umap", augment="none")),
+    (["--jit"], dict(init="umap", pseudo_labels=0.5, recluster="umap", augment="none")),  # no XLA kernel
 ])
 def test_defaults_and_the_paper_one_flag_away(flags, expected):
     from trainers.ganem import build_parser, validate
@@ -51,6 +52,15 @@ def test_defaults_and_the_paper_one_flag_away(flags, expected):
     args = build_parser().parse_args(["--dataset", "digits", *flags])
     validate(args, load_dataset("digits", seed=0))
     assert {key: getattr(args, key) for key in expected} == expected
+
+
+def test_augmentation_under_xla_is_a_one_line_error():
+    from trainers import common
+    from trainers.ganem import build_parser, validate
+
+    args = build_parser().parse_args(["--dataset", "digits", "--jit", "--augment", "all"])
+    with pytest.raises(common.UsageError, match="--augment all cannot be XLA-compiled"):
+        validate(args, load_dataset("digits", seed=0))
 
 
 def test_bad_pseudo_label_fraction_is_a_one_line_error(tmp_path):

@@ -124,7 +124,11 @@ def validate(args, dataset):
     images = len(dataset.input_shape) == 3  # (height, width, channels)
     if args.augment is None:
         # Real images in the E-step (labels or pseudo-labels) are few; new poses keep the E-net general.
-        args.augment = "all" if (args.labels or args.pseudo_labels) and images else "none"
+        # XLA has no CPU kernel for the image transform, so --jit runs without it.
+        args.augment = "all" if (args.labels or args.pseudo_labels) and images and not args.jit else "none"
+    if args.augment != "none" and args.jit:
+        raise common.UsageError(f"--augment {args.augment} cannot be XLA-compiled (the image transform has no XLA "
+                                f"kernel on a CPU); drop --jit or use --augment none")
     if args.augment != "none" and not images:
         raise common.UsageError(f"--augment {args.augment} needs image data; {dataset.name} has samples of shape "
                                 f"{tuple(dataset.input_shape)} (use --augment none)")
