@@ -108,7 +108,7 @@ def validate(args, dataset):
     if not 0 <= args.pseudo_labels <= 1:
         raise common.UsageError(f"--pseudo-labels must lie in [0, 1] (got {args.pseudo_labels})")
     if args.recluster is None:
-        args.recluster = "none" if args.labels or dataset.streamed else DEFAULTS["recluster"]
+        args.recluster = "none" if args.labels or dataset.streamed else DEFAULTS["recluster"]  # UMAP needs all features in memory
     if args.e_steps is None:
         args.e_steps = DEFAULTS["e_steps_labelled"] if args.labels else DEFAULTS["e_steps"]
     if args.lr_e_decay is None:
@@ -251,7 +251,7 @@ def main(argv=None):
             keep = int(np.ceil(args.pseudo_labels * len(members)))
             chosen.append(members[np.argsort(-confidence[members], kind="stable")[:keep]])
         chosen = np.sort(np.concatenate(chosen))
-        return common.distributed_batches(run.strategy, (dataset.take(chosen), cluster[chosen]),
+        return common.distributed_batches(run.strategy, (dataset.subset(chosen), cluster[chosen]),
                                           min(args.batch_size, len(chosen)), args.seed + iteration)
 
     def reclustered(probs):
