@@ -1,7 +1,7 @@
 """ClusterGAN: clustering in the latent space of a Wasserstein GAN.
 
 Mukherjee et al., "ClusterGAN: Latent Space Clustering in Generative Adversarial
-Networks" (DESIGN.md 3.2).
+Networks".
 
 * Latent z = (z_n, z_c): z_n ~ N(0, sigma^2 I) (sigma = 0.1, dim 30) and the one-hot
   code z_c = onehot(c) of a uniform cluster c. The generator G(z_n, z_c) takes the

@@ -1,7 +1,7 @@
 """GM-GAN: a GAN whose latent space is a mixture of K Gaussians.
 
 Ben-Yosef and Weinshall, "Gaussian Mixture Generative Adversarial Networks for Diverse
-Datasets, and the Unsupervised Clustering of Images" (DESIGN.md 3.3).
+Datasets, and the Unsupervised Clustering of Images".
 
 * Latent: k ~ Categorical(1/K), z = mu_k + s * sigma_k * eps with eps ~ N(0, I).
   The means mu_k are drawn once, uniformly in [-mean_range, mean_range]^d, from the

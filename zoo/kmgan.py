@@ -146,7 +146,7 @@ class KMGAN(ClusterModel):
         super().compile(**kwargs)
         self.g_optimizer = g_optimizer or keras.optimizers.Adam(2e-4, beta_1=0.5)
         self.d_optimizer = d_optimizer or keras.optimizers.Adam(2e-4, beta_1=0.5)
-        # Built here, inside the strategy scope (DESIGN.md section 6).
+        # Built here, inside the strategy scope: optimizer slots made outside it are not mirrored.
         self.g_optimizer.build(self.generator.trainable_variables)
         self.d_optimizer.build(self.discriminator.trainable_variables)
 

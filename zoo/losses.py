@@ -16,7 +16,7 @@ def replica_mean(per_example):
 
 
 def multihead_discriminator_loss(real_logits, real_weights, fake_logits):
-    """GAN-EM's M-step discriminator loss, negated for minimisation (DESIGN.md 3.1).
+    """GAN-EM's M-step discriminator loss, negated for minimisation (docs/models/ganem.md).
 
     L_D = E_x sum_i w_i(x) log D_i(x) + E_z,c sum_i log(1 - D_i(G(z, c))) is maximised;
     every head i sees every fake as fake, and real x with weight w_i(x).

@@ -10,7 +10,7 @@ Three builders cover all four papers:
 * `build_classifier`: trunk + optional bottleneck ("embedding") + linear head; its
   outputs are `(logits, embedding)`.
 
-Architectures (GAN-EM / ClusterGAN on MNIST, DESIGN.md 3.1):
+Architectures (GAN-EM / ClusterGAN on MNIST, as in their papers):
 
 * conv, 28x28 and 32x32: G = FC1024-BN-ReLU, FC (H/4)(W/4)128-BN-ReLU,
   ConvT64 4x4/2-BN-ReLU, ConvT C 4x4/2 sigmoid. Trunk = Conv64, Conv128 (4x4/2,

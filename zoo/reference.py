@@ -1,4 +1,4 @@
-"""A reference classifier that judges generated samples (DESIGN.md section 4).
+"""A reference classifier that judges generated samples.
 
 Inception weights cannot be downloaded here, so every model's samples are judged
 by a small classifier trained by the project on the dataset's *labelled* data. The
