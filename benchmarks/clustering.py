@@ -150,6 +150,16 @@ def run_trainer(argv, log_path: Path):
     return rc, time.perf_counter() - started
 
 
+def accuracy_curve(metrics) -> list:
+    """[[wall seconds, ACC], ...] of a run: its evaluations during training (history lines with
+    wall_seconds), then the final one, for the ACC-against-time figure."""
+    points = [[h["wall_seconds"], h["acc"]] for h in metrics.get("history", [])
+              if isinstance(h.get("wall_seconds"), (int, float)) and isinstance(h.get("acc"), (int, float))]
+    if isinstance(metrics.get("wall_seconds"), (int, float)) and "acc" in metrics:
+        points.append([metrics["wall_seconds"], metrics["acc"]])
+    return points
+
+
 def gain_over_start(per_seed) -> dict:
     """What training added to where it started, for models that record their first soft labels
     (`initial` in metrics.json, as GAN-EM does): `initial_<metric>_mean/std` and
@@ -238,6 +248,7 @@ def main(argv=None) -> int:
             _die(f"trainer failed for seed {seed} (exit code {rc}); command: {shlex.join(cmd)}; "
                  f"log: {work / f'seed{seed}.log'}", code=rc if rc else 1)
         metrics = json.loads(metrics_path.read_text())
+        metrics["curve"] = accuracy_curve(metrics)
         metrics = {key: v for key, v in metrics.items() if key not in _DROP_KEYS}
         metrics.update(seed=seed, run_dir=str(run_dir), process_seconds=round(seconds, 2))
         per_seed.append(metrics)
@@ -302,6 +313,11 @@ def main(argv=None) -> int:
                                         f"{np.mean(fd):.0f} ± {np.std(fd):.0f}")
         print(f"wrote {figure}")
 
+    from benchmarks.zoo_table import accuracy_time_figure
+
+    figure = accuracy_time_figure(out.parent, result["dataset"])
+    if figure:
+        print(f"wrote {figure} (every model's results for {result['dataset']} in {out.parent})")
     print()
     print_table([(args.model, model), *baselines.items()])
     if "gain_acc_mean" in model:

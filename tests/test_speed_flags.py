@@ -10,7 +10,7 @@ import pytest
 
 SMALL = {"ganem": ["--first-m-steps", "4", "--m-steps", "4", "--e-steps", "2", "--em-iterations", "2",
                    "--init", "gmm", "--recluster", "none"],
-         "clustergan": ["--generator-steps", "3", "--n-critic", "2"]}
+         "clustergan": ["--generator-steps", "3", "--n-critic", "2", "--init", "none"]}
 
 
 def tf_reader(run_dir):

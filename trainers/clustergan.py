@@ -22,11 +22,15 @@ import numpy as np
 
 from trainers import common
 
-# Sized for a 2-core CPU: one generator iteration (5 critic updates of ~95 ms + one
-# G/E update of ~75 ms, batch 64, mnist5k) measured ~540 ms, so 1,500 iterations
-# (9,000 steps) plus 11 evaluations take about 14 minutes.
-DEFAULTS = dict(generator_steps=1500, n_critic=5, latent_dim=30, sigma=0.1, beta_n=10.0, beta_c=10.0,
-                gp_weight=10.0, lr=1e-4)
+# Sized for a 2-core CPU: one generator iteration (5 critic updates + one G/E update, batch
+# 64, mnist5k) takes 0.5-1.2 s depending on the CPU, so 600 iterations, the UMAP start and
+# 11 evaluations take 6-14 minutes. From the start clustering, ACC on mnist5k levels off
+# after 250-300 iterations. The learning rate is twice the paper's: per step the largest
+# lever on a CPU-sized run.
+DEFAULTS = dict(generator_steps=600, n_critic=5, latent_dim=30, sigma=0.1, beta_n=10.0, beta_c=10.0,
+                gp_weight=10.0, lr=2e-4, init="umap", pseudo_labels=0.5, recluster="none")
+# The paper's settings: what --paper sets wherever a flag is not given.
+PAPER = dict(lr=1e-4, init="none", pseudo_labels=0.5, recluster="none")
 
 
 def build_parser():
@@ -50,8 +54,14 @@ def build_parser():
                             "averaged over the z_n dims")
     group.add_argument("--gp-weight", type=float, default=DEFAULTS["gp_weight"],
                        help="lambda of the WGAN-GP gradient penalty (one interpolation epsilon per example)")
-    group.add_argument("--lr", type=float, default=DEFAULTS["lr"],
-                       help="learning rate of G, E and the critic (Adam, beta1 0.5, beta2 0.9)")
+    group.add_argument("--lr", type=float, default=None,
+                       help=f"learning rate of G, E and the critic (Adam, beta1 0.5, beta2 0.9; default "
+                            f"{DEFAULTS['lr']}, the paper's is {PAPER['lr']})")
+    common.add_start_arguments(group, DEFAULTS, PAPER)
+    group.add_argument("--recluster", choices=["none", "umap"], default=None,
+                       help="not in the paper: with --init, at every evaluation the pseudo-labels are renewed "
+                            "from a GMM on a UMAP embedding of the encoder's code E(x) of the data, numbered as "
+                            f"E_c's clusters (default {DEFAULTS['recluster']})")
     group.add_argument("--cluster-by", choices=["argmax", "kmeans"], default="argmax",
                        help="argmax: cluster = argmax E_c(x); kmeans: k-means on E(x). Both are always "
                             "computed; this picks the one reported as acc/nmi/ari/purity and drawn in "
@@ -65,6 +75,7 @@ def build_parser():
 
 
 def validate(args, dataset):
+    common.fill_defaults(args, dataset, DEFAULTS, PAPER)
     for flag in ("generator_steps", "n_critic", "latent_dim"):
         if getattr(args, flag) < 1:
             raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
@@ -118,14 +129,16 @@ def main(argv=None):
     generator_step = run.replicated_step(model.generator_train_step)
     embed = tf.function(model.embed, reduce_retracing=True)
 
+    def code_of_data():
+        """E(x) of every real sample; only E_c when beta_n = 0 (E_n is then not trained to mean anything)."""
+        code = common.predict_in_batches(embed, x)
+        return code[:, args.latent_dim:] if args.beta_n == 0 else code
+
     def evaluate():
         """Clusters of all real data by argmax E_c and by k-means on E(x); returns
         (report of the --cluster-by method with both methods' figures, its predictions)."""
         predictions = {"argmax": run.posteriors().argmax(1)}
-        code = common.predict_in_batches(embed, x)
-        # With beta_n = 0, E_n is not trained to mean anything: cluster on E_c alone.
-        features = code[:, args.latent_dim:] if args.beta_n == 0 else code
-        predictions["kmeans"] = baselines.kmeans_pixels(features, k, args.seed)
+        predictions["kmeans"] = baselines.kmeans_pixels(code_of_data(), k, args.seed)
         reports = {name: common.clustering_metrics(y, pred, k) for name, pred in predictions.items()}
         report = dict(reports[args.cluster_by], cluster_by=args.cluster_by)
         for name, other in reports.items():
@@ -141,6 +154,8 @@ def main(argv=None):
     run.progress(limit)
     # Reseeded by the start step, so a resumed run does not replay the same batches.
     batches = common.distributed_batches(run.strategy, (x,), args.batch_size, args.seed + run.step)
+    initial, start, teacher = ({}, None, None) if args.init == "none" else run.start_clustering(args.init,
+                                                                                                 args.pseudo_labels)
     try:
         while run.step < limit:
             iteration, offset = divmod(run.step, per_iteration)
@@ -149,7 +164,7 @@ def main(argv=None):
                 values, phase = critic_step(batches), "critic"
                 description = f"iter {iteration + 1}/{args.generator_steps} critic"
             else:
-                values, phase = generator_step(), "generator"
+                values, phase = generator_step(teacher), "generator"
                 description = f"iter {iteration + 1}/{args.generator_steps} G+E"
             values = run.step_done(phase, description, values, time.perf_counter() - tick)
 
@@ -160,6 +175,12 @@ def main(argv=None):
                 if "argmax_acc" in report:
                     text += f"  (argmax ACC {report['argmax_acc']:.4f}, k-means ACC {report['kmeans_acc']:.4f})"
                 text += f"  (E-net: {values['e_acc_fake']:.2f} acc on fakes)"
+                if teacher is not None and args.recluster == "umap" and iteration + 1 < args.generator_steps:
+                    refined = baselines.reclustered(code_of_data(), run.posteriors(), args.seed)
+                    teacher = run.pseudo_labelled(refined, args.pseudo_labels)
+                    if y is not None:
+                        report["recluster_acc"] = common.clustering_metrics(y, refined.argmax(1), k)["acc"]
+                        text += f"  (re-clustered: ACC {report['recluster_acc']:.4f})"
                 run.log_iteration(report, text)
                 run.save()
     except KeyboardInterrupt:
@@ -178,7 +199,7 @@ def main(argv=None):
     iteration_ms = 1000 * (args.n_critic * timings.get("critic", 0.0) + timings.get("generator", 0.0))
     run.finish(report, "ClusterGAN", predictions=predictions, generator_steps_done=run.step // per_iteration,
                n_critic=args.n_critic, ms_per_generator_iteration=round(iteration_ms, 2),
-               history=run.history("generator_step"))
+               history=run.history("generator_step"), **({"initial": initial} if initial else {}))
     return 0
 
 

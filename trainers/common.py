@@ -103,6 +103,39 @@ def base_parser(model_name, description):
     return parser
 
 
+def add_start_arguments(group, defaults, paper):
+    """--paper, --init and --pseudo-labels of a trainer whose model can learn from a start
+    clustering of the data. `paper` maps flags to the paper's values, which --paper sets
+    wherever a flag is not given (`fill_defaults`); `defaults` holds the zoo's."""
+    from zoo.baselines import START_NAMES
+
+    shown = " ".join(f"--{flag.replace('_', '-')} {value}" for flag, value in paper.items())
+    group.add_argument("--paper", action="store_true", help=f"the paper's settings wherever a flag is not given: {shown}")
+    group.add_argument("--init", choices=["none", *START_NAMES], default=None,
+                       help="not in the paper: a start clustering whose most confident members the model also "
+                            "learns from, labelled with their cluster: k-means on pixels, a GMM on PCA-50, or a GMM "
+                            f"on a 10-d UMAP embedding of PCA-50 (default {defaults['init']}; none is the paper, "
+                            "and the default for data too big for memory)")
+    group.add_argument("--pseudo-labels", type=float, default=None, metavar="FRACTION",
+                       help="with --init: the fraction of each start cluster's members, the most confident, "
+                            f"used as labelled (default {defaults['pseudo_labels']})")
+
+
+def fill_defaults(args, dataset, defaults, paper):
+    """Flags left unset take the paper's value under --paper, else the zoo's default; a start
+    clustering needs all samples in memory, so a streamed dataset starts from none."""
+    for flag, value in paper.items():
+        if getattr(args, flag) is None and args.paper:
+            setattr(args, flag, value)
+    if args.init is None and dataset.streamed:
+        args.init = "none"
+    for flag in paper:
+        if getattr(args, flag) is None:
+            setattr(args, flag, defaults[flag])
+    if not 0 < args.pseudo_labels <= 1:
+        raise UsageError(f"--pseudo-labels must lie in (0, 1] (got {args.pseudo_labels})")
+
+
 # Flags that describe the run rather than the experiment: never taken from a
 # resumed run's saved configuration.
 _RUN_FLAGS = {"resume", "run_dir", "max_steps", "quiet", "verbose", "strategy", "no_export", "jit"}

@@ -165,12 +165,7 @@ def initial_soft_labels(args, x, y=None, labelled=()):
         return np.full((n, k), 1.0 / k, np.float32)
     if args.init == "spread":  # classes already in label order
         return baselines.label_spreading_posteriors(x, labelled, y[labelled], k, args.seed)
-    if args.init == "kmeans":
-        w = np.eye(k, dtype=np.float32)[baselines.kmeans_pixels(x, k, args.seed)]
-    elif args.init == "umap":
-        w = baselines.umap_gmm_posteriors(x, k, args.seed)
-    else:
-        w = baselines.gmm_pca_posteriors(x, k, args.seed)
+    w = baselines.start_posteriors(args.init, x, k, args.seed)
     if len(labelled):
         mapping = metrics.cluster_to_class_mapping(y[labelled], w[labelled].argmax(1))
         spare = iter(sorted(set(range(k)) - set(mapping.values())))
@@ -243,14 +238,10 @@ def main(argv=None):
         """Real samples the E-step learns from as if labelled (--pseudo-labels): the labelled
         examples, and the most confident FRACTION of each cluster's members under the current
         soft labels, labelled with that cluster."""
-        w = soft_labels.numpy()
-        cluster, confidence = w.argmax(1), w.max(1)
-        chosen = [labelled]
-        for c in range(k):
-            members = np.setdiff1d(np.flatnonzero(cluster == c), labelled)
-            keep = int(np.ceil(args.pseudo_labels * len(members)))
-            chosen.append(members[np.argsort(-confidence[members], kind="stable")[:keep]])
-        chosen = np.sort(np.concatenate(chosen))
+        from zoo import baselines
+
+        cluster = soft_labels.numpy().argmax(1)
+        chosen = np.union1d(labelled, baselines.confident_subset(soft_labels.numpy(), args.pseudo_labels, labelled))
         return common.distributed_batches(run.strategy, (dataset.subset(chosen), cluster[chosen]),
                                           min(args.batch_size, len(chosen)), args.seed + iteration)
 
@@ -259,9 +250,7 @@ def main(argv=None):
         numbered as the E-net's own clusters."""
         from zoo import baselines
 
-        features = common.predict_in_batches(embed, x)
-        current = probs.argmax(1)
-        return baselines.aligned_to(baselines.umap_gmm_posteriors(features, k, args.seed, reference=current), current)
+        return baselines.reclustered(common.predict_in_batches(embed, x), probs, args.seed)
 
     embed = tf.function(model.embed, reduce_retracing=True)
 
@@ -327,7 +316,7 @@ def main(argv=None):
                     w = probs
                 soft_labels.assign(with_known_labels(w))
                 model.update_prior(soft_labels.numpy())
-                report.update(em_iteration=iteration + 1, step=run.step, wall_seconds=run.wall_seconds,
+                report.update(em_iteration=iteration + 1, step=run.step,
                               prior=model.prior.numpy().round(4).tolist(),
                               posterior_confidence=float(probs.max(1).mean()), e_acc_fake=values["e_acc_fake"])
                 run.log_iteration(report, f"EM iteration {iteration + 1}/{args.em_iterations}: "

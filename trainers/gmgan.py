@@ -28,11 +28,13 @@ import numpy as np
 
 from trainers import common
 
-# Sized for a 2-core CPU: a GAN iteration (D + G, batch 64, mnist5k) takes ~190 ms and an
-# E-net update ~85 ms, so 2,500 iterations, 1,250 interleaved and 500 final E-net
-# updates, 11 evaluations and the scale curve take about 11 minutes.
-DEFAULTS = dict(gan_steps=2500, enet_every=2, final_enet_steps=500, latent_dim=32, mean_range=1.0, sigma=1.0,
-                lr=2e-4, g_lr=1e-3, e_lr=2e-4, score_samples=2000)
+# Sized for a 2-core CPU: a GAN iteration (D + G, batch 64, mnist5k) takes 0.2-0.4 s and an
+# E-net update 0.1-0.2 s depending on the CPU, so 1,500 iterations, 750 interleaved and 300
+# final E-net updates, the UMAP start, 11 evaluations and the scale curve take 8-14 minutes.
+DEFAULTS = dict(gan_steps=1500, enet_every=2, final_enet_steps=300, latent_dim=32, mean_range=1.0, sigma=1.0,
+                lr=2e-4, g_lr=1e-3, e_lr=2e-4, score_samples=2000, init="umap", pseudo_labels=0.5, recluster="none")
+# The paper's unsupervised method: what --paper sets wherever a flag is not given.
+PAPER = dict(init="none", pseudo_labels=0.5, recluster="none")
 
 
 def build_parser():
@@ -46,6 +48,11 @@ def build_parser():
     group.add_argument("--supervised", action="store_true",
                        help="the Gaussian is the class label (all labels of the dataset are used); D is "
                             "conditional, and G(z) of Gaussian k draws class k")
+    common.add_start_arguments(group, DEFAULTS, PAPER)
+    group.add_argument("--recluster", choices=["none", "umap"], default=None,
+                       help="not in the paper: with --init, at every evaluation the pseudo-labels (of D and of "
+                            "the E-net) are renewed from a GMM on a UMAP embedding of the E-net's features of the "
+                            f"data, numbered as the E-net's clusters (default {DEFAULTS['recluster']})")
     group.add_argument("--latent-dim", type=int, default=DEFAULTS["latent_dim"], help="dimension of z")
     group.add_argument("--mean-range", type=float, default=DEFAULTS["mean_range"],
                        help="initial means mu_k ~ U(-r, r)^d")
@@ -71,6 +78,9 @@ def build_parser():
 
 
 def validate(args, dataset):
+    common.fill_defaults(args, dataset, DEFAULTS, PAPER)
+    if args.supervised:  # the true labels take the place of pseudo-labels
+        args.init = "none"
     for flag in ("gan_steps", "latent_dim"):
         if getattr(args, flag) < 1:
             raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
@@ -120,21 +130,26 @@ def main(argv=None):
     import tensorflow as tf
 
     from trainers import plots
+    from zoo import baselines
     from zoo.gmgan import GMGAN, SCALES, balanced_samples, scale_curve
 
     x, y, k = dataset.data, dataset.y, args.clusters  # as stored: float32 in the input pipeline
 
     # -- model and optimizers ------------------------------------------------------------
+    # A start clustering (--init) plays the part of labels: the supervised variant learns it.
+    conditional = args.supervised or args.init != "none"
     with run.strategy.scope():
         model = GMGAN(dataset.input_shape, k, latent_dim=args.latent_dim, mean_range=args.mean_range,
-                      sigma=args.sigma, latent=args.latent, supervised=args.supervised,
+                      sigma=args.sigma, latent=args.latent, supervised=conditional,
                       e_batch_size=args.batch_size, architecture=args.architecture, seed=args.seed)
         adam = lambda lr: keras.optimizers.Adam(lr, beta_1=0.5)  # noqa: E731
         model.compile(g_optimizer=adam(args.g_lr), d_optimizer=adam(args.lr), e_optimizer=adam(args.e_lr))
     run.track(model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer, e_optimizer=model.e_optimizer)
 
     gan_step = run.replicated_step(model.train_step)
-    enet_step = run.replicated_step(lambda: model.enet_train_step(scale=args.enet_scale))
+    enet_step = run.replicated_step(lambda data=None: model.enet_train_step(data, scale=args.enet_scale))
+
+    embed = tf.function(model.embed, reduce_retracing=True)
 
     def evaluate():
         probs = run.posteriors()
@@ -148,7 +163,14 @@ def main(argv=None):
     eval_every = args.eval_every or max(1, gan_total // 10)
     limit = total if args.max_steps is None else min(total, args.max_steps)
     run.progress(limit)
-    arrays = (x, y.astype(np.int32)) if args.supervised else (x,)
+    initial, start, teacher = ({}, None, None) if args.init == "none" else run.start_clustering(args.init,
+                                                                                                 args.pseudo_labels)
+    if args.supervised:
+        arrays = (x, y.astype(np.int32))
+    elif initial:
+        arrays = (x, start.argmax(1).astype(np.int32))
+    else:
+        arrays = (x,)
     # Reseeded by the start step, so a resumed run does not replay the same batches.
     batches = common.distributed_batches(run.strategy, arrays, args.batch_size, args.seed + run.step)
     try:
@@ -159,7 +181,7 @@ def main(argv=None):
                 values = gan_step(batches)
                 description = f"GAN {done + 1}/{gan_total}"
             else:
-                values = enet_step()
+                values = enet_step(teacher)
                 description = f"E-net (after GAN {done}/{gan_total})"
             values = run.step_done(phase, description, values, time.perf_counter() - tick)
 
@@ -168,6 +190,14 @@ def main(argv=None):
                 report.update(gan_step=done + 1, step=run.step, **values)
                 text = f"GAN iteration {done + 1}/{gan_total}: {common.format_metrics(report)}"
                 text += f"  (D(real) {values['d_real']:.2f}, D(fake) {values['d_fake']:.2f}, sigma {values['sigma']:.3f})"
+                if teacher is not None and args.recluster == "umap" and done + 1 < gan_total:
+                    refined = baselines.reclustered(common.predict_in_batches(embed, x), run.posteriors(), args.seed)
+                    teacher = run.pseudo_labelled(refined, args.pseudo_labels)
+                    batches = common.distributed_batches(run.strategy, (x, refined.argmax(1).astype(np.int32)),
+                                                         args.batch_size, args.seed + run.step)
+                    if y is not None:
+                        report["recluster_acc"] = common.clustering_metrics(y, refined.argmax(1), k)["acc"]
+                        text += f"  (re-clustered: ACC {report['recluster_acc']:.4f})"
                 run.log_iteration(report, text)
                 run.save()
     except KeyboardInterrupt:
@@ -200,6 +230,8 @@ def main(argv=None):
     with run.strategy.scope():
         sigmas = model.sigmas().numpy()
     title = "GM-GAN" + (" (supervised)" if args.supervised else "")
+    if initial:
+        extra["initial"] = initial
     run.finish(report, title, predictions=predictions, latent=args.latent, supervised=args.supervised,
                sigma_mean=float(sigmas.mean()), sigma_min=float(sigmas.min()), sigma_max=float(sigmas.max()),
                gan_steps_done=schedule(run.step, gan_total, args.enet_every)[1], **extra,

@@ -212,6 +212,29 @@ class Run:
             self.scalars("eval", report)
         return report
 
+    def start_clustering(self, init, fraction):
+        """For models that learn from pseudo-labels (an option, not in their papers): a start
+        clustering of the data (`init`: kmeans, gmm or umap, as in zoo.baselines) and batches of
+        the most confident `fraction` of each cluster's members, labelled with their cluster.
+        Returns (metrics of the start clustering, with `init`; its posteriors [N, K]; the batch
+        iterator)."""
+        from zoo import baselines
+
+        probs = baselines.start_posteriors(init, self.dataset.x, self.model.num_clusters, self.args.seed)
+        initial = dict(self.evaluate(probs, log=False), init=init)
+        if self.chief:
+            self._progress.write(f"start clustering (--init {init}): {common.format_metrics(initial)}")
+        return initial, probs, self.pseudo_labelled(probs, fraction)
+
+    def pseudo_labelled(self, probs, fraction):
+        """Batches of the most confident `fraction` of each cluster's members under `probs`
+        [N, K], labelled with their cluster (reshuffled by the current step)."""
+        from zoo import baselines
+
+        chosen = baselines.confident_subset(probs, fraction)
+        return common.distributed_batches(self.strategy, (self.dataset.subset(chosen), probs.argmax(1)[chosen]),
+                                          min(self.args.batch_size, len(chosen)), self.args.seed + self.step)
+
     def note(self, text):
         """A line for the user (chief only), above the progress bar."""
         if self.chief:
@@ -220,6 +243,7 @@ class Run:
     def log_iteration(self, report, text):
         """One line per iteration on screen and in history.jsonl (kept across --resume)."""
         self._progress.write(text)
+        report.setdefault("wall_seconds", self.wall_seconds)
         if self.chief:
             with open(self.dir / "history.jsonl", "a") as f:
                 f.write(json.dumps(report, default=common.json_default) + "\n")

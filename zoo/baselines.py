@@ -103,6 +103,35 @@ def umap_gmm_posteriors(x, k: int, seed: int = 0, components: int = 50, dims: in
     return best.predict_proba(embedding).astype(np.float32)
 
 
+START_NAMES = ("kmeans", "gmm", "umap")
+
+
+def start_posteriors(name: str, x, k: int, seed: int = 0) -> np.ndarray:
+    """Cluster posteriors [N, k] to start a model from: ``kmeans`` (one-hot k-means labels on
+    pixels), ``gmm`` (`gmm_pca_posteriors`) or ``umap`` (`umap_gmm_posteriors`)."""
+    if name == "kmeans":
+        return np.eye(int(k), dtype=np.float32)[kmeans_pixels(x, k, seed)]
+    if name == "gmm":
+        return gmm_pca_posteriors(x, k, seed)
+    if name == "umap":
+        return umap_gmm_posteriors(x, k, seed)
+    raise ValueError(f"unknown start {name!r}: expected one of {START_NAMES}")
+
+
+def confident_subset(probs, fraction: float, exclude=()) -> np.ndarray:
+    """Sorted indices of the most confident ``fraction`` of each cluster's members under the
+    posteriors ``probs`` [N, k] (cluster = argmax, confidence = its posterior), leaving out
+    ``exclude``: the real samples a model may learn from as if labelled with their cluster."""
+    probs = np.asarray(probs)
+    cluster, confidence = probs.argmax(1), probs.max(1)
+    chosen = []
+    for c in range(probs.shape[1]):
+        members = np.setdiff1d(np.flatnonzero(cluster == c), exclude)
+        keep = int(np.ceil(float(fraction) * len(members)))
+        chosen.append(members[np.argsort(-confidence[members], kind="stable")[:keep]])
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
 def aligned_to(probs, reference) -> np.ndarray:
     """The columns of ``probs`` [N, k] permuted so that cluster j overlaps most with cluster j of
     ``reference`` (cluster ids [N]); Hungarian matching, so a re-clustering keeps the ids."""
@@ -115,6 +144,14 @@ def aligned_to(probs, reference) -> np.ndarray:
     order = np.empty(k, np.int64)
     order[rows] = cols
     return probs[:, order]
+
+
+def reclustered(features, probs, seed: int = 0) -> np.ndarray:
+    """A model's clusters refined: GMM posteriors on a UMAP embedding of its ``features`` [N, D]
+    of the data (`umap_gmm_posteriors`, which also tries the clusters of ``probs`` [N, k] as its
+    start), numbered as the clusters of ``probs`` (`aligned_to`)."""
+    current = np.asarray(probs).argmax(1)
+    return aligned_to(umap_gmm_posteriors(features, probs.shape[1], seed, reference=current), current)
 
 
 def label_spreading_posteriors(x, labelled, labels, k: int, seed: int = 0, components: int = 50,

@@ -18,6 +18,11 @@ Networks".
   become K modes of the data.
 * Clustering: cluster(x) = argmax E_c(x) (`cluster_probs`), or k-means on E(x)
   (`embed`, done by the trainer), as in the paper.
+* Not the paper (an option of `generator_train_step`): a batch of real samples with
+  cluster labels from a start clustering (pseudo-labels) adds beta_c CE(y, E_c(x)) to the
+  G/E loss. E_c then names real clusters from the first steps, and G, which must make
+  code c recognisable to E_c, learns to draw cluster c; without it the K codes drift to
+  whatever modes G finds first, which on digits align with the classes slowly.
 
 Where the authors' TensorFlow code differs: it draws ONE interpolation epsilon per
 batch for the gradient penalty (`epsilon = tf.random_uniform([], 0.0, 1.0)`), which is
@@ -206,8 +211,11 @@ class ClusterGAN(ClusterModel):
         }
 
     # -- generator and encoder ----------------------------------------------------------
-    def generator_train_step(self):
-        """One joint update of G and E on a batch of generated samples (no real data)."""
+    def generator_train_step(self, data=None):
+        """One joint update of G and E on a batch of generated samples. With `data` =
+        (x, y), real samples with cluster labels y (pseudo-labels from a clustering of the
+        data: not the paper, which never shows E real data), E_c also learns y from x, so
+        that G's code c comes to draw what the data's cluster c holds."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         batch = max(self.g_batch_size // replicas, 1)
         step = tf.identity(self.g_optimizer.iterations)
@@ -226,19 +234,27 @@ class ClusterGAN(ClusterModel):
             c_error = losses.sparse_cross_entropy(c, c_logits)
             g_per_example = adversarial + self.beta_n * zn_error + self.beta_c * c_error
             g_loss = losses.replica_mean(g_per_example)
+            if data is not None:
+                x_real, y_real = data
+                _, real_logits = self.encode(x_real, training=True)
+                real_error = losses.sparse_cross_entropy(y_real, real_logits)
+                g_loss += self.beta_c * losses.replica_mean(real_error)
         g_vars, e_vars = self.generator.trainable_variables, self.encoder.trainable_variables
         grads = self.gradients(tape, g_loss, g_vars + e_vars)
         self.apply_updates([(self.g_optimizer, grads[: len(g_vars)], g_vars),
                          (self.e_optimizer, grads[len(g_vars) :], e_vars)], g_loss)
 
         hits = tf.cast(tf.equal(tf.argmax(c_logits, -1, output_type=tf.int32), c), tf.float32)
-        return {
+        out = {
             "g_loss": tf.reduce_mean(g_per_example),
             "g_adv": tf.reduce_mean(adversarial),
             "zn_loss": tf.reduce_mean(zn_error),
             "c_loss": tf.reduce_mean(c_error),
             "e_acc_fake": tf.reduce_mean(hits),
         }
+        if data is not None:
+            out["c_loss_real"] = tf.reduce_mean(real_error)
+        return out
 
 
 # -- latent interpolation ------------------------------------------------------------------

@@ -18,6 +18,10 @@ Datasets, and the Unsupervised Clustering of Images".
   which component a *generated* sample came from, on pairs (G(z), k) with every k
   equally often (as GAN-EM's E-step, which it shares `build_classifier` and the loss
   with). Applied to real data, argmax E(x) is the cluster. It never sees real data.
+* Not the paper (the trainer's default start): the supervised variant trained on
+  pseudo-labels, the clusters of a start clustering of the data, and an E-net that also
+  learns the most confident of them. Gaussian k then draws start cluster k from the first
+  steps, instead of whatever mode G finds for it.
 
 `generate(eps, c, scale)` and `sample_latent(n, seed)` follow the zoo's surface: the
 noise is the standard normal eps, the component c places it in latent space.
@@ -217,8 +221,10 @@ class GMGAN(ClusterModel):
         }
 
     # -- E-net: which Gaussian did a generated sample come from? ---------------------
-    def enet_train_step(self, scale=1.0):
-        """One E-net update on class-balanced generated pairs (G(mu_k + scale sigma_k eps), k)."""
+    def enet_train_step(self, data=None, scale=1.0):
+        """One E-net update on class-balanced generated pairs (G(mu_k + scale sigma_k eps), k);
+        with `data` = (x, y), real samples labelled with their component (pseudo-labels of a start
+        clustering, not the paper), their cross-entropy is added."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         batch = max(self.e_batch_size // replicas, 1)
         step = tf.identity(self.e_optimizer.iterations)
@@ -228,7 +234,7 @@ class GMGAN(ClusterModel):
         c = replica_slice(lambda n, _: tf.range(n, dtype=tf.int32) % self.num_clusters, batch, None)
         eps = self.draw_noise(batch, self.step_seed(step, 5))
         fake = self._generator(self.latent_code(eps, c, scale), training=False)
-        return self.enet_update(fake, c)
+        return self.enet_update(fake, c, labelled=data)
 
 
 # -- quality / diversity against the sampling scale ----------------------------------------

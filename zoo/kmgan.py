@@ -45,6 +45,11 @@ where it matters):
 * Reduced variant (`space="pixel"`): K-Means runs on pixels; labels come from the pixel
   centers, the losses stay in feature space with per-class feature centers updated from
   those labels, and real data are clustered by their nearest pixel center.
+* Not the paper (the trainer's default start): clusters held fixed. The most confident
+  members of a start clustering's clusters are trained with those clusters as their labels
+  (`train_step` on (x, y)), in place of their nearest centers, and the centers start at their
+  class means. D then learns features in which those clusters are compact; real data are
+  still clustered by their nearest center.
 * The E-net classifier of the export: probabilities = softmax(-||f(x) - c_k||^2 / temperature)
   (pixel distances in the reduced variant); cluster = the nearest center.
 """
@@ -176,17 +181,23 @@ class KMGAN(ClusterModel):
         return self.generator([z, tf.one_hot(c, self.num_clusters)], training=False)
 
     # -- K-Means state ------------------------------------------------------------
-    def init_centers(self, x, iterations=10, restarts=5):
+    def init_centers(self, x, iterations=10, restarts=5, labels=None):
         """k-means++ seeding and a few Lloyd iterations on `x` (numpy, a sample of real data),
-        the best of `restarts` seedings by inertia; called once by the trainer before
-        training, outside the replicated step."""
+        the best of `restarts` seedings by inertia; with `labels` [N] (clusters held fixed),
+        the features' class means instead. Called once by the trainer before training,
+        outside the replicated step."""
         seed = tf.constant([self.seed, 7], tf.int64)
         if self.clip > 0:  # centers must be those of the clipped D that training will use
             for v in self.discriminator.trainable_variables:
                 v.assign(tf.clip_by_value(v, -self.clip, self.clip))
 
         features = tf.concat([self.features(x[i:i + 500]) for i in range(0, len(x), 500)], 0)
-        if self.space == "pixel":
+        if labels is not None:
+            if self.space == "pixel":
+                raise ValueError("clusters held fixed (labels) need space='feature'")
+            sums, counts = kmeans.class_sums(features, tf.convert_to_tensor(labels, tf.int32), self.num_clusters)
+            self.centers.assign(sums / tf.maximum(counts, 1.0)[:, None])
+        elif self.space == "pixel":
             pixel_centers, labels = kmeans.fit(self._flat(x), self.num_clusters, seed, iterations, restarts)
             self.pixel_centers.assign(pixel_centers)
             self.pixel_counts.assign(tf.minimum(kmeans.class_sums(self._flat(x), labels, self.num_clusters)[1],
@@ -220,7 +231,14 @@ class KMGAN(ClusterModel):
 
     # -- one training step: the three-step alternation ------------------------------
     def train_step(self, data):
-        x = data[0] if isinstance(data, (tuple, list)) else data
+        """One step on real data `x` (or `(x,)`); `(x, y)`: with the real samples' clusters y held
+        fixed (pseudo-labels of a start clustering, not the paper) instead of their nearest centers."""
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            x, held = data
+            labels_of = lambda x, features: tf.cast(held, tf.int32)  # noqa: E731
+        else:
+            x = data[0] if isinstance(data, (tuple, list)) else data
+            held, labels_of = None, self.real_labels
         batch = tf.shape(x)[0]
         step = tf.identity(self.d_optimizer.iterations)
         centers = tf.convert_to_tensor(self.centers)
@@ -233,7 +251,7 @@ class KMGAN(ClusterModel):
         with tf.GradientTape() as tape:
             f_real = self.features(x, training=True)
             f_fake = self.features(fake, training=True)
-            y_real, y_fake = self.real_labels(x, f_real), self.fake_labels(fake, f_fake, c)
+            y_real, y_fake = labels_of(x, f_real), self.fake_labels(fake, f_fake, c)
             pull = tf.reduce_sum(tf.square(f_real - tf.gather(centers, y_real)), 1)
             push = tf.reduce_sum(tf.square(f_fake - tf.gather(centers, y_fake)), 1)
             # Triplet-style, relative to the feature scale (which clipping keeps small): a fake is
@@ -279,7 +297,7 @@ class KMGAN(ClusterModel):
             fake = self.generator([z, condition], training=True)
             f_real = self.features(x, training=True)
             f_fake = self.features(fake, training=True)
-            y_real, y_fake = self.real_labels(x, f_real), self.fake_labels(fake, f_fake, c)
+            y_real, y_fake = labels_of(x, f_real), self.fake_labels(fake, f_fake, c)
             real_sums, real_counts = kmeans.class_sums(f_real, y_real, self.num_clusters)
             fake_sums, fake_counts = kmeans.class_sums(f_fake, y_fake, self.num_clusters)
             present = tf.cast((real_counts > 0) & (fake_counts > 0), tf.float32)
@@ -293,7 +311,8 @@ class KMGAN(ClusterModel):
         self._clip_discriminator()
 
         # Step 3: mini-batch K-Means on the new real features, summed over all replicas.
-        self._update_centers(x, self.features(x, training=False))
+        features = self.features(x, training=False)
+        self._update_centers(x, features, labels_of(x, features), reassign=held is None)
 
         return {
             "d_loss": tf.reduce_mean(d_per_example),
@@ -303,9 +322,8 @@ class KMGAN(ClusterModel):
             "push": tf.reduce_mean(push),
         }
 
-    def _update_centers(self, x, features):
+    def _update_centers(self, x, features, labels, reassign=True):
         context = tf.distribute.get_replica_context()
-        labels = self.real_labels(x, features)
         sums, counts = kmeans.class_sums(features, labels, self.num_clusters)
         sums, counts = context.all_reduce("sum", sums), context.all_reduce("sum", counts)
         # The real sample farthest from its center: where a dead center is moved to.
@@ -326,6 +344,7 @@ class KMGAN(ClusterModel):
             usage = 0.95 * tf.convert_to_tensor(self.center_usage) + 0.05 * counts / tf.maximum(tf.reduce_sum(counts), 1.)
             worst = tf.argmin(usage)
             dead = tf.logical_and(usage[worst] < self.reassign_below / k, tf.one_hot(worst, k) > 0)
+            dead = tf.logical_and(dead, reassign)  # held clusters keep their centers
             self.center_usage.assign(tf.where(dead, 1.0 / k, usage))
             centers, new_counts = kmeans.minibatch_update(tf.convert_to_tensor(self.centers),
                                                           tf.convert_to_tensor(self.center_counts), sums, counts)
