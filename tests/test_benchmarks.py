@@ -71,3 +71,33 @@ def test_gain_over_start_is_final_minus_initial_per_seed():
     assert summary["initial_acc_mean"] == 0.8
     assert abs(summary["gain_acc_mean"]) < 1e-9 and abs(summary["gain_acc_std"] - 0.1) < 1e-9
     assert gain_over_start([{"acc": 0.5}]) == {}  # models without a recorded start
+
+
+def _result(model, acc, timestamp, flags=(), curve=True):
+    runs = [{"acc": acc, "wall_seconds": 60.0 * (seed + 1), "seed": seed,
+             **({"curve": [[10.0, acc / 2], [60.0 * (seed + 1), acc]]} if curve else {})} for seed in range(2)]
+    return {"benchmark": f"{model}_digits", "dataset": "digits", "model": model, "timestamp": timestamp,
+            "trainer_flags": list(flags), "benchmark_argv": ["clustering.py"],
+            model: {"acc_mean": acc, "acc_std": 0.0, "per_seed": runs},
+            "baselines": {"kmeans_pixels": {"acc_mean": 0.5, "wall_seconds_mean": 1.0}}}
+
+
+def test_accuracy_time_figure_takes_each_models_newest_default_run(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from clustering import accuracy_curve
+    from zoo_table import accuracy_time_figure, default_runs
+
+    files = {"a_old.json": _result("ganem", 0.6, "2026-01-01"), "a_new.json": _result("ganem", 0.9, "2026-02-01"),
+             "a_flags.json": _result("ganem", 0.99, "2026-03-01", flags=["--max-steps", "3"]),
+             "b.json": _result("kmgan", 0.7, "2026-01-01", flags=["--no-export"], curve=False)}
+    for name, result in files.items():
+        (tmp_path / name).write_text(json.dumps(result))
+    runs = default_runs(tmp_path, "digits")
+    assert {model: run[model]["acc_mean"] for model, run in runs.items()} == {"ganem": 0.9, "kmgan": 0.7}
+    figure = accuracy_time_figure(tmp_path, "digits")
+    assert figure == tmp_path / "acc_vs_time_digits.png" and figure.stat().st_size > 0
+    assert accuracy_time_figure(tmp_path, "mnist5k") is None
+
+    history = [{"acc": 0.4, "wall_seconds": 12.5}, {"acc": 0.5}, {"acc": 0.6, "wall_seconds": 30.0}]
+    assert accuracy_curve({"history": history, "acc": 0.7, "wall_seconds": 40.0}) == [[12.5, 0.4], [30.0, 0.6],
+                                                                                     [40.0, 0.7]]

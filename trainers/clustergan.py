@@ -9,6 +9,11 @@ E(x) = (E_n(x), E_c(x)) (only E_c when beta_n = 0, as in the authors' code);
 `--cluster-by` picks the one reported as acc/nmi/ari/purity, and metrics.json
 carries both as argmax_* and kmeans_*.
 
+By default (not the paper; `--paper` is: `--init none --lr 1e-4`) a start clustering of the
+data (`--init umap`: a GMM on a UMAP embedding of PCA-50) gives pseudo-labels: every G/E
+update also trains E_c on a batch of the most confident `--pseudo-labels` fraction of each
+cluster's real members, so that code c comes to draw what start cluster c holds.
+
 Every optimizer update counts as one step: a run has generator_steps x (n_critic + 1)
 steps unless `--max-steps` stops it sooner. At the end, besides the outputs every
 trainer leaves, interpolation.png shows G along straight lines in latent space from

@@ -9,6 +9,11 @@ more. The E-net, applied to real data, is the clustering (ACC/NMI/ARI are comput
 every `--eval-every` iterations and at the end). `--supervised` makes k the class
 label, with a discriminator that judges (x, k) pairs.
 
+By default (not the paper; `--paper` or `--init none` is) a start clustering of the data
+(`--init umap`: a GMM on a UMAP embedding of PCA-50) takes the place of labels: D judges
+(x, start cluster) pairs, so Gaussian k draws start cluster k, and every E-net update also
+learns the most confident `--pseudo-labels` fraction of each cluster's real members.
+
 After training, on labelled data, a reference classifier trained by the project on the
 dataset's labels (used only to judge, never to cluster; cached) scores generated
 samples at every sampling scale s in {0.25, 0.5, 0.75, 1, 1.5, 2} (each sigma_k times

@@ -1,11 +1,18 @@
 """Train KM-GAN: `python -m trainers.kmgan [--dataset mnist5k] [--clusters 10] ...`.
 
-K-Means on the discriminator's features replaces real labels (seed 002; zoo/kmgan.py says
-how we read the paper). Before training, k-means++ and a few Lloyd iterations on the
+K-Means on the discriminator's features replaces real labels (zoo/kmgan.py says how we
+read the paper). Before training, k-means++ and a few Lloyd iterations on the
 features of `--init-samples` real samples give the first centers. Every training step is
 the paper's three-step alternation: adversarial updates of D and G, a joint update of both
 through the center loss, and a mini-batch K-Means update of the centers; D's weights are
 clipped to [-clip, clip]. Real data are clustered by their nearest center.
+
+By default (not the paper; `--paper` or `--init none` is) the clusters of a start
+clustering of the data (`--init umap`: a GMM on a UMAP embedding of PCA-50) are held fixed
+for the most confident `--pseudo-labels` fraction of each cluster's members, which are then
+the real data D and G train on, in place of their nearest centers; the centers start at
+their class means in D's features. metrics.json also has `feature_kmeans_*`: K-Means run
+afresh on D's features of all real data, the paper's claim.
 
 `--space pixel` is the paper's reduced variant (K-Means on pixels), for the feature- versus
 pixel-space comparison; `--regularizer-weight` > 0 the generalised variant. Besides the
@@ -59,9 +66,10 @@ def build_parser():
                        help="of the exported probabilities softmax(-squared distance / temperature)")
     group.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="Adam learning rate of D and G (beta1 0.5)")
     group.add_argument("--init-samples", type=int, default=DEFAULTS["init_samples"],
-                       help="real samples for the k-means++ initialisation of the centers")
+                       help="with --init none: real samples for the k-means++ initialisation of the centers")
     group.add_argument("--init-restarts", type=int, default=DEFAULTS["init_restarts"],
-                       help="k-means++ seedings at initialisation; the lowest-inertia one is kept")
+                       help="with --init none: k-means++ seedings at initialisation; the lowest-inertia one is "
+                            "kept")
     group.add_argument("--eval-every", type=int, default=None,
                        help="evaluate and log a history line every N steps (None: train_steps / 8)")
     group.add_argument("--no-judge", action="store_true",
