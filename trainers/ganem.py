@@ -4,9 +4,10 @@ The EM schedule: every EM iteration runs `--m-steps` M-step updates (D then G, o
 real data weighted by the current soft labels w) and then `--e-steps` E-net updates
 on generated data; then w(x) = E(x) is recomputed for every real x, the prior pi
 becomes the mean of w, and the clustering is evaluated. The first iteration starts
-from the posteriors of a GMM on PCA-50 (`--init gmm`, default), uniform w (`--init
-uniform`, the paper), one-hot k-means labels (`--init kmeans`) or, with `--labels`,
-label spreading from the labelled examples (`--init spread`, the default there).
+from the posteriors of a GMM on a UMAP embedding of PCA-50 (`--init umap`, default), of a
+GMM on PCA-50 (`--init gmm`), uniform w (`--init uniform`, the paper), one-hot k-means
+labels (`--init kmeans`) or, with `--labels`, label spreading from the labelled examples
+(`--init spread`, the default there).
 With `--labels` the E-step is four times longer (800 updates), since the labelled
 cross-entropy keeps improving with more updates, the E-net learning rate decays along
 a cosine over the run (`--lr-e-decay`), and on images the E-net also trains
@@ -26,11 +27,11 @@ import numpy as np
 
 from trainers import common
 
-# Defaults sized for a 2-core CPU (about 10 minutes on mnist5k). Without labels EM starts
-# from UMAP + GMM, and the E-step also learns from the most confident real samples and
-# re-clusters the E-net's features (docs/models/ganem.md says why). With --labels the E-step
-# is 4x longer: the labelled cross-entropy needs the updates.
-DEFAULTS = dict(em_iterations=6, first_m_steps=1500, m_steps=400, e_steps=200, e_steps_labelled=800, init="umap",
+# Defaults sized for a 2-core CPU (docs/models/ganem.md has the figures). Without labels EM
+# starts from UMAP + GMM, the E-step also learns from the most confident real samples and
+# re-clusters the E-net's features, and three EM iterations reach what six do. With --labels
+# the E-step is 4x longer and EM runs six iterations: the labelled cross-entropy needs them.
+DEFAULTS = dict(em_iterations=3, em_iterations_labelled=6, first_m_steps=1500, m_steps=400, e_steps=200, e_steps_labelled=800, init="umap",
                 lr_e=2e-4, pseudo_labels=0.5, recluster="umap")
 # The paper's method: what --paper sets wherever a flag is not given.
 PAPER = dict(init="uniform", pseudo_labels=0.0, recluster="none", augment="none")
@@ -40,7 +41,9 @@ def build_parser():
     parser = common.base_parser("ganem", __doc__.split("\n\n")[0].split(": ", 1)[-1] + "\n\n"
                                 + __doc__.split("\n\n", 1)[1])
     group = parser.add_argument_group("GAN-EM")
-    group.add_argument("--em-iterations", type=int, default=DEFAULTS["em_iterations"], help="EM iterations")
+    group.add_argument("--em-iterations", type=int, default=None,
+                       help=f"EM iterations (default {DEFAULTS['em_iterations']}, "
+                            f"{DEFAULTS['em_iterations_labelled']} with --labels)")
     group.add_argument("--first-m-steps", type=int, default=DEFAULTS["first_m_steps"],
                        help="M-step (GAN) updates in the first EM iteration")
     group.add_argument("--m-steps", type=int, default=DEFAULTS["m_steps"],
@@ -111,6 +114,8 @@ def validate(args, dataset):
         args.recluster = "none" if args.labels or dataset.streamed else DEFAULTS["recluster"]  # UMAP needs all features in memory
     if args.e_steps is None:
         args.e_steps = DEFAULTS["e_steps_labelled"] if args.labels else DEFAULTS["e_steps"]
+    if args.em_iterations is None:
+        args.em_iterations = DEFAULTS["em_iterations_labelled"] if args.labels else DEFAULTS["em_iterations"]
     if args.lr_e_decay is None:
         args.lr_e_decay = "cosine" if args.labels else "none"
     for flag in ("em_iterations", "first_m_steps", "m_steps", "e_steps", "e_batch_size", "latent_dim"):
