@@ -161,3 +161,19 @@ def test_bad_start_flags_are_one_line_with_exit_code_2(tmp_path, model, args, me
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"trainers.{model}: error: ") and message in last
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("model", ["clustergan", "gmgan"])
+def test_recluster_renews_the_pseudo_labels_at_an_evaluation(tmp_path, model):
+    import importlib
+
+    trainer = importlib.import_module(f"trainers.{model}")
+    steps = {"clustergan": ["--generator-steps", "4", "--n-critic", "1"],
+             "gmgan": ["--gan-steps", "4", "--final-enet-steps", "2", "--score-samples", "0"]}[model]
+    run_dir = tmp_path / "run"
+    code = trainer.main(["--dataset", "digits", "--batch-size", "32", "--init", "kmeans", "--recluster", "umap",
+                         "--eval-every", "2", "--run-dir", str(run_dir), "--quiet", "--no-export", *steps])
+    assert code in (0, None)
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    renewed = [h for h in history if "recluster_acc" in h]
+    assert renewed and all(0.0 <= h["recluster_acc"] <= 1.0 for h in renewed)

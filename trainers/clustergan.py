@@ -62,11 +62,7 @@ def build_parser():
     group.add_argument("--lr", type=float, default=None,
                        help=f"learning rate of G, E and the critic (Adam, beta1 0.5, beta2 0.9; default "
                             f"{DEFAULTS['lr']}, the paper's is {PAPER['lr']})")
-    common.add_start_arguments(group, DEFAULTS, PAPER)
-    group.add_argument("--recluster", choices=["none", "umap"], default=None,
-                       help="not in the paper: with --init, at every evaluation the pseudo-labels are renewed "
-                            "from a GMM on a UMAP embedding of the encoder's code E(x) of the data, numbered as "
-                            f"E_c's clusters (default {DEFAULTS['recluster']})")
+    common.add_start_arguments(group, DEFAULTS, PAPER, recluster_features="the encoder's code E(x) of the data")
     group.add_argument("--cluster-by", choices=["argmax", "kmeans"], default="argmax",
                        help="argmax: cluster = argmax E_c(x); kmeans: k-means on E(x). Both are always "
                             "computed; this picks the one reported as acc/nmi/ari/purity and drawn in "
@@ -181,11 +177,9 @@ def main(argv=None):
                     text += f"  (argmax ACC {report['argmax_acc']:.4f}, k-means ACC {report['kmeans_acc']:.4f})"
                 text += f"  (E-net: {values['e_acc_fake']:.2f} acc on fakes)"
                 if teacher is not None and args.recluster == "umap" and iteration + 1 < args.generator_steps:
-                    refined = baselines.reclustered(code_of_data(), run.posteriors(), args.seed)
+                    refined, note = run.recluster(code_of_data(), report)
                     teacher = run.pseudo_labelled(refined, args.pseudo_labels)
-                    if y is not None:
-                        report["recluster_acc"] = common.clustering_metrics(y, refined.argmax(1), k)["acc"]
-                        text += f"  (re-clustered: ACC {report['recluster_acc']:.4f})"
+                    text += note
                 run.log_iteration(report, text)
                 run.save()
     except KeyboardInterrupt:

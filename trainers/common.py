@@ -103,10 +103,11 @@ def base_parser(model_name, description):
     return parser
 
 
-def add_start_arguments(group, defaults, paper):
+def add_start_arguments(group, defaults, paper, recluster_features=None):
     """--paper, --init and --pseudo-labels of a trainer whose model can learn from a start
-    clustering of the data. `paper` maps flags to the paper's values, which --paper sets
-    wherever a flag is not given (`fill_defaults`); `defaults` holds the zoo's."""
+    clustering of the data, and --recluster where `recluster_features` names the features
+    it re-clusters. `paper` maps flags to the paper's values, which --paper sets wherever a
+    flag is not given (`fill_defaults`); `defaults` holds the zoo's."""
     from zoo.baselines import START_NAMES
 
     shown = " ".join(f"--{flag.replace('_', '-')} {value}" for flag, value in paper.items())
@@ -119,6 +120,11 @@ def add_start_arguments(group, defaults, paper):
     group.add_argument("--pseudo-labels", type=float, default=None, metavar="FRACTION",
                        help="with --init: the fraction of each start cluster's members, the most confident, "
                             f"used as labelled (default {defaults['pseudo_labels']})")
+    if recluster_features:
+        group.add_argument("--recluster", choices=["none", "umap"], default=None,
+                           help="not in the paper: with --init, at every evaluation the pseudo-labels are renewed "
+                                f"from a GMM on a UMAP embedding of {recluster_features}, numbered as the model's "
+                                f"clusters (default {defaults['recluster']})")
 
 
 def fill_defaults(args, dataset, defaults, paper):

@@ -53,11 +53,8 @@ def build_parser():
     group.add_argument("--supervised", action="store_true",
                        help="the Gaussian is the class label (all labels of the dataset are used); D is "
                             "conditional, and G(z) of Gaussian k draws class k")
-    common.add_start_arguments(group, DEFAULTS, PAPER)
-    group.add_argument("--recluster", choices=["none", "umap"], default=None,
-                       help="not in the paper: with --init, at every evaluation the pseudo-labels (of D and of "
-                            "the E-net) are renewed from a GMM on a UMAP embedding of the E-net's features of the "
-                            f"data, numbered as the E-net's clusters (default {DEFAULTS['recluster']})")
+    common.add_start_arguments(group, DEFAULTS, PAPER,
+                               recluster_features="the E-net's features of the data (D's labels follow them too)")
     group.add_argument("--latent-dim", type=int, default=DEFAULTS["latent_dim"], help="dimension of z")
     group.add_argument("--mean-range", type=float, default=DEFAULTS["mean_range"],
                        help="initial means mu_k ~ U(-r, r)^d")
@@ -135,7 +132,6 @@ def main(argv=None):
     import tensorflow as tf
 
     from trainers import plots
-    from zoo import baselines
     from zoo.gmgan import GMGAN, SCALES, balanced_samples, scale_curve
 
     x, y, k = dataset.data, dataset.y, args.clusters  # as stored: float32 in the input pipeline
@@ -196,13 +192,11 @@ def main(argv=None):
                 text = f"GAN iteration {done + 1}/{gan_total}: {common.format_metrics(report)}"
                 text += f"  (D(real) {values['d_real']:.2f}, D(fake) {values['d_fake']:.2f}, sigma {values['sigma']:.3f})"
                 if teacher is not None and args.recluster == "umap" and done + 1 < gan_total:
-                    refined = baselines.reclustered(common.predict_in_batches(embed, x), run.posteriors(), args.seed)
+                    refined, note = run.recluster(common.predict_in_batches(embed, x), report)
                     teacher = run.pseudo_labelled(refined, args.pseudo_labels)
                     batches = common.distributed_batches(run.strategy, (x, refined.argmax(1).astype(np.int32)),
                                                          args.batch_size, args.seed + run.step)
-                    if y is not None:
-                        report["recluster_acc"] = common.clustering_metrics(y, refined.argmax(1), k)["acc"]
-                        text += f"  (re-clustered: ACC {report['recluster_acc']:.4f})"
+                    text += note
                 run.log_iteration(report, text)
                 run.save()
     except KeyboardInterrupt:

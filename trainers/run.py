@@ -235,6 +235,18 @@ class Run:
         return common.distributed_batches(self.strategy, (self.dataset.subset(chosen), probs.argmax(1)[chosen]),
                                           min(self.args.batch_size, len(chosen)), self.args.seed + self.step)
 
+    def recluster(self, features, report):
+        """`--recluster umap`: posteriors [N, K] of a GMM on a UMAP embedding of `features`,
+        numbered as the model's current clusters; with labels, their ACC goes into `report`.
+        Returns them and a note for the iteration's line."""
+        from zoo import baselines
+
+        refined = baselines.reclustered(features, self.posteriors(), self.args.seed)
+        if self.dataset.y is None:
+            return refined, ""
+        report["recluster_acc"] = common.clustering_metrics(self.dataset.y, refined.argmax(1), self.args.clusters)["acc"]
+        return refined, f"  (re-clustered: ACC {report['recluster_acc']:.4f})"
+
     def note(self, text):
         """A line for the user (chief only), above the progress bar."""
         if self.chief:
