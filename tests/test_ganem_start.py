@@ -45,6 +45,7 @@ def test_umap_gmm_from_a_reference_keeps_good_clusters(blobs):
     (["--paper", "--init", "gmm"], dict(init="gmm", pseudo_labels=0.0, recluster="none", augment="none")),
     (["--pseudo-labels", "0"], dict(init="umap", pseudo_labels=0.0, recluster="umap", augment="none")),
     (["--jit"], dict(init="umap", pseudo_labels=0.5, recluster="umap", augment="none")),  # no XLA kernel
+    (["--init", "uniform"], dict(init="uniform", pseudo_labels=0.0, recluster="umap", augment="none")),
 ])
 def test_defaults_and_the_paper_one_flag_away(flags, expected):
     from trainers.ganem import build_parser, validate

@@ -218,7 +218,9 @@ def test_a_run_and_assign_over_the_memory_budget(flat_folder, tmp_path, capsys):
     run_dir = tmp_path / "run"
     metrics = train("ganem", flat_folder, run_dir, "--memory-budget", "0")
     assert metrics["labels_known"] is False and len(read_csv(run_dir / "assignments.csv")) == 24
-    assert json.loads((run_dir / "config.json").read_text())["init"] == "uniform"  # no GMM on a set on disk
+    config = json.loads((run_dir / "config.json").read_text())
+    # No GMM on a set on disk, so nothing confident to pseudo-label, and no UMAP of its features.
+    assert (config["init"], config["pseudo_labels"], config["recluster"]) == ("uniform", 0.0, "none")
     out = tmp_path / "a.csv"
     assert cli(["--run", str(run_dir), "--dataset", str(flat_folder), "--memory-budget", "0", "--out", str(out)]) == 0
     assert [r["cluster"] for r in read_csv(out)] == [r["cluster"] for r in read_csv(run_dir / "assignments.csv")]

@@ -101,29 +101,38 @@ def _steady_mean(durations):
     return float(np.mean(steady)) if steady else 0.0
 
 
+def build_model(args, input_shape):
+    """ClusterGAN and its optimizers as the flags say (call inside the strategy's scope)."""
+    import keras
+
+    from zoo.clustergan import ClusterGAN
+
+    model = ClusterGAN(
+        input_shape, args.clusters, latent_dim=args.latent_dim, sigma=args.sigma, beta_n=args.beta_n,
+        beta_c=args.beta_c, gp_weight=args.gp_weight, n_critic=args.n_critic, g_batch_size=args.batch_size,
+        zn_loss=args.zn_loss, architecture=args.architecture, seed=args.seed,
+    )
+    adam = lambda: keras.optimizers.Adam(args.lr, beta_1=0.5, beta_2=0.9)  # noqa: E731
+    model.compile(g_optimizer=adam(), d_optimizer=adam(), e_optimizer=adam())
+    return model
+
+
 def main(argv=None):
     from trainers.run import start
 
     args, dataset, run = start(argv, "clustergan", build_parser, validate)
 
-    import keras
     import tensorflow as tf
 
     from trainers import plots
     from zoo import baselines
-    from zoo.clustergan import ClusterGAN, interpolation_grid, interpolation_pairs
+    from zoo.clustergan import interpolation_grid, interpolation_pairs
 
     x, y, k = dataset.data, dataset.y, args.clusters  # as stored: float32 in the input pipeline
 
     # -- model and optimizers ------------------------------------------------------------
     with run.strategy.scope():
-        model = ClusterGAN(
-            dataset.input_shape, k, latent_dim=args.latent_dim, sigma=args.sigma, beta_n=args.beta_n,
-            beta_c=args.beta_c, gp_weight=args.gp_weight, n_critic=args.n_critic, g_batch_size=args.batch_size,
-            zn_loss=args.zn_loss, architecture=args.architecture, seed=args.seed,
-        )
-        adam = lambda: keras.optimizers.Adam(args.lr, beta_1=0.5, beta_2=0.9)  # noqa: E731
-        model.compile(g_optimizer=adam(), d_optimizer=adam(), e_optimizer=adam())
+        model = build_model(args, dataset.input_shape)
     run.track(model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer, e_optimizer=model.e_optimizer)
 
     critic_step = run.replicated_step(model.train_step)

@@ -106,8 +106,11 @@ def validate(args, dataset):
     for flag, value in PAPER.items():
         if args.paper and getattr(args, flag) is None:
             setattr(args, flag, value)
-    if args.pseudo_labels is None:
-        args.pseudo_labels = 0.0 if args.labels else DEFAULTS["pseudo_labels"]
+    if args.init is None:
+        # A set too large for memory cannot be fitted by a GMM on its pixels: EM starts uniform.
+        args.init = "spread" if args.labels else "uniform" if dataset.streamed else DEFAULTS["init"]
+    if args.pseudo_labels is None:  # a uniform start has no confident members to learn from
+        args.pseudo_labels = 0.0 if args.labels or args.init == "uniform" else DEFAULTS["pseudo_labels"]
     if not 0 <= args.pseudo_labels <= 1:
         raise common.UsageError(f"--pseudo-labels must lie in [0, 1] (got {args.pseudo_labels})")
     if args.recluster is None:
@@ -137,9 +140,6 @@ def validate(args, dataset):
     if args.augment != "none" and not images:
         raise common.UsageError(f"--augment {args.augment} needs image data; {dataset.name} has samples of shape "
                                 f"{tuple(dataset.input_shape)} (use --augment none)")
-    if args.init is None:
-        # A set too large for memory cannot be fitted by a GMM on its pixels: EM starts uniform.
-        args.init = "spread" if args.labels else "uniform" if dataset.streamed else DEFAULTS["init"]
     if args.init == "spread" and not args.labels:
         raise common.UsageError("--init spread needs labelled examples (--labels N)")
     if args.labels:
@@ -188,15 +188,32 @@ def e_learning_rate(args):
     return keras.optimizers.schedules.CosineDecay(args.lr_e, args.em_iterations * args.e_steps, alpha=0.1)
 
 
+def build_model(args, input_shape):
+    """GAN-EM and its optimizers as the flags say (call inside the strategy's scope)."""
+    import keras
+
+    from zoo.ganem import GANEM
+
+    model = GANEM(
+        input_shape, args.clusters, latent_dim=args.latent_dim, embedding_dim=args.embedding_dim,
+        generator_loss=args.generator_loss, logit_clip=args.logit_clip, e_batch_size=args.e_batch_size,
+        learn_prior=not args.fixed_prior, variant=args.variant, augment=args.augment,
+        architecture=args.architecture, seed=args.seed,
+    )
+    model.compile(
+        g_optimizer=keras.optimizers.Adam(args.lr_g, beta_1=0.5),
+        d_optimizer=keras.optimizers.Adam(args.lr_d, beta_1=0.5),
+        e_optimizer=keras.optimizers.Adam(e_learning_rate(args), beta_1=0.5),
+    )
+    return model
+
+
 def main(argv=None):
     from trainers.run import start
 
     args, dataset, run = start(argv, "ganem", build_parser, validate)
 
-    import keras
     import tensorflow as tf
-
-    from zoo.ganem import GANEM
 
     # x as stored (uint8 images, or a DiskPixels for a set too large for memory): batches
     # become float32 in the input pipeline.
@@ -204,17 +221,7 @@ def main(argv=None):
 
     # -- model, optimizers, EM state ---------------------------------------------------
     with run.strategy.scope():
-        model = GANEM(
-            dataset.input_shape, k, latent_dim=args.latent_dim, embedding_dim=args.embedding_dim,
-            generator_loss=args.generator_loss, logit_clip=args.logit_clip, e_batch_size=args.e_batch_size,
-            learn_prior=not args.fixed_prior, variant=args.variant, augment=args.augment,
-            architecture=args.architecture, seed=args.seed,
-        )
-        model.compile(
-            g_optimizer=keras.optimizers.Adam(args.lr_g, beta_1=0.5),
-            d_optimizer=keras.optimizers.Adam(args.lr_d, beta_1=0.5),
-            e_optimizer=keras.optimizers.Adam(e_learning_rate(args), beta_1=0.5),
-        )
+        model = build_model(args, dataset.input_shape)
     # Semi-supervised: a class-balanced labelled subset, chosen with the seed; those
     # examples keep w = onehot(y) and feed the E-step's supervised term.
     labelled = (common.zoo_data.labeled_subset(y, args.labels, dataset.num_classes, args.seed)

@@ -123,28 +123,36 @@ def schedule(step, gan_steps, enet_every):
     return ("gan" if offset < enet_every else "enet"), done
 
 
+def build_model(args, input_shape):
+    """GM-GAN and its optimizers as the flags say (call inside the strategy's scope). A start
+    clustering (--init) plays the part of labels: the supervised variant learns it."""
+    import keras
+
+    from zoo.gmgan import GMGAN
+
+    model = GMGAN(input_shape, args.clusters, latent_dim=args.latent_dim, mean_range=args.mean_range,
+                  sigma=args.sigma, latent=args.latent, supervised=args.supervised or args.init != "none",
+                  e_batch_size=args.batch_size, architecture=args.architecture, seed=args.seed)
+    adam = lambda lr: keras.optimizers.Adam(lr, beta_1=0.5)  # noqa: E731
+    model.compile(g_optimizer=adam(args.g_lr), d_optimizer=adam(args.lr), e_optimizer=adam(args.e_lr))
+    return model
+
+
 def main(argv=None):
     from trainers.run import start
 
     args, dataset, run = start(argv, "gmgan", build_parser, validate)
 
-    import keras
     import tensorflow as tf
 
     from trainers import plots
-    from zoo.gmgan import GMGAN, SCALES, balanced_samples, scale_curve
+    from zoo.gmgan import SCALES, balanced_samples, scale_curve
 
     x, y, k = dataset.data, dataset.y, args.clusters  # as stored: float32 in the input pipeline
 
     # -- model and optimizers ------------------------------------------------------------
-    # A start clustering (--init) plays the part of labels: the supervised variant learns it.
-    conditional = args.supervised or args.init != "none"
     with run.strategy.scope():
-        model = GMGAN(dataset.input_shape, k, latent_dim=args.latent_dim, mean_range=args.mean_range,
-                      sigma=args.sigma, latent=args.latent, supervised=conditional,
-                      e_batch_size=args.batch_size, architecture=args.architecture, seed=args.seed)
-        adam = lambda lr: keras.optimizers.Adam(lr, beta_1=0.5)  # noqa: E731
-        model.compile(g_optimizer=adam(args.g_lr), d_optimizer=adam(args.lr), e_optimizer=adam(args.e_lr))
+        model = build_model(args, dataset.input_shape)
     run.track(model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer, e_optimizer=model.e_optimizer)
 
     gan_step = run.replicated_step(model.train_step)

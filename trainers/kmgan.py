@@ -104,30 +104,38 @@ def validate(args, dataset):
         raise common.UsageError(f"--batch-size {args.batch_size} exceeds the number of samples ({len(dataset)})")
 
 
+def build_model(args, input_shape):
+    """KM-GAN and its optimizers as the flags say (call inside the strategy's scope)."""
+    import keras
+
+    from zoo.kmgan import KMGAN
+
+    model = KMGAN(input_shape, args.clusters, latent_dim=args.latent_dim, feature_dim=args.feature_dim,
+                  space=args.space, conditional=not args.unconditional, clip=args.clip,
+                  center_weight=args.center_weight, regularizer_weight=args.regularizer_weight,
+                  temperature=args.temperature, center_memory=args.center_memory, margin=args.margin,
+                  architecture=args.architecture, seed=args.seed)
+    adam = lambda: keras.optimizers.Adam(args.lr, beta_1=0.5)  # noqa: E731
+    model.compile(g_optimizer=adam(), d_optimizer=adam())
+    return model
+
+
 def main(argv=None):
     from trainers.run import start
 
     args, dataset, run = start(argv, "kmgan", build_parser, validate)
 
-    import keras
     import tensorflow as tf
     from sklearn.decomposition import PCA
 
     from trainers import plots
     from zoo import baselines
-    from zoo.kmgan import KMGAN
 
     x, y, k = dataset.data, dataset.y, args.clusters  # as stored: float32 in the input pipeline
 
     # -- model, optimizers, initial centers ------------------------------------------------
     with run.strategy.scope():
-        model = KMGAN(dataset.input_shape, k, latent_dim=args.latent_dim, feature_dim=args.feature_dim,
-                      space=args.space, conditional=not args.unconditional, clip=args.clip,
-                      center_weight=args.center_weight, regularizer_weight=args.regularizer_weight,
-                      temperature=args.temperature, center_memory=args.center_memory, margin=args.margin,
-                      architecture=args.architecture, seed=args.seed)
-        adam = lambda: keras.optimizers.Adam(args.lr, beta_1=0.5)  # noqa: E731
-        model.compile(g_optimizer=adam(), d_optimizer=adam())
+        model = build_model(args, dataset.input_shape)
     run.track(model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer)
     run.progress(args.train_steps if args.max_steps is None else min(args.train_steps, args.max_steps))
     # With --init, the most confident members of the start clusters are trained with their
