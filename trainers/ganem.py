@@ -29,10 +29,12 @@ from trainers import common
 
 # Defaults sized for a 2-core CPU (docs/models/ganem.md has the figures). Without labels EM
 # starts from UMAP + GMM, the E-step also learns from the most confident real samples and
-# re-clusters the E-net's features, and three EM iterations reach what six do. With --labels
-# the E-step is 4x longer and EM runs six iterations: the labelled cross-entropy needs them.
-DEFAULTS = dict(em_iterations=3, em_iterations_labelled=6, first_m_steps=1500, m_steps=400, e_steps=200, e_steps_labelled=800, init="umap",
-                lr_e=2e-4, pseudo_labels=0.5, recluster="umap")
+# re-clusters the E-net's features; what lifts the clustering is the number of E-steps and
+# re-clusterings, so the M-steps are short. With --labels the E-step is 4x longer: the labelled
+# cross-entropy needs the updates.
+DEFAULTS = dict(init="umap", lr_e=2e-4, pseudo_labels=0.5, recluster="umap")
+SCHEDULES = {"unlabelled": dict(em_iterations=6, first_m_steps=1000, m_steps=200, e_steps=200),
+             "labelled": dict(em_iterations=6, first_m_steps=1500, m_steps=400, e_steps=800)}
 # The paper's method: what --paper sets wherever a flag is not given.
 PAPER = dict(init="uniform", pseudo_labels=0.0, recluster="none", augment="none")
 
@@ -41,16 +43,16 @@ def build_parser():
     parser = common.base_parser("ganem", __doc__.split("\n\n")[0].split(": ", 1)[-1] + "\n\n"
                                 + __doc__.split("\n\n", 1)[1])
     group = parser.add_argument_group("GAN-EM")
-    group.add_argument("--em-iterations", type=int, default=None,
-                       help=f"EM iterations (default {DEFAULTS['em_iterations']}, "
-                            f"{DEFAULTS['em_iterations_labelled']} with --labels)")
-    group.add_argument("--first-m-steps", type=int, default=DEFAULTS["first_m_steps"],
-                       help="M-step (GAN) updates in the first EM iteration")
-    group.add_argument("--m-steps", type=int, default=DEFAULTS["m_steps"],
-                       help="M-step (GAN) updates in every later EM iteration")
-    group.add_argument("--e-steps", type=int, default=None,
-                       help=f"E-step (E-net) updates per EM iteration (default {DEFAULTS['e_steps']}, "
-                            f"{DEFAULTS['e_steps_labelled']} with --labels)")
+    def scheduled(flag, text):
+        unlabelled, labelled = SCHEDULES["unlabelled"][flag], SCHEDULES["labelled"][flag]
+        group.add_argument(f"--{flag.replace('_', '-')}", type=int, default=None,
+                           help=f"{text} (default {unlabelled}" + (f", {labelled} with --labels)" if labelled != unlabelled
+                                                                   else ")"))
+
+    scheduled("em_iterations", "EM iterations")
+    scheduled("first_m_steps", "M-step (GAN) updates in the first EM iteration")
+    scheduled("m_steps", "M-step (GAN) updates in every later EM iteration")
+    scheduled("e_steps", "E-step (E-net) updates per EM iteration")
     group.add_argument("--e-batch-size", type=int, default=64, help="generated samples per E-net update")
     group.add_argument("--paper", action="store_true",
                        help="the paper's method wherever a flag below is not given: --init uniform "
@@ -115,10 +117,9 @@ def validate(args, dataset):
         raise common.UsageError(f"--pseudo-labels must lie in [0, 1] (got {args.pseudo_labels})")
     if args.recluster is None:
         args.recluster = "none" if args.labels or dataset.streamed else DEFAULTS["recluster"]  # UMAP needs all features in memory
-    if args.e_steps is None:
-        args.e_steps = DEFAULTS["e_steps_labelled"] if args.labels else DEFAULTS["e_steps"]
-    if args.em_iterations is None:
-        args.em_iterations = DEFAULTS["em_iterations_labelled"] if args.labels else DEFAULTS["em_iterations"]
+    for flag, value in SCHEDULES["labelled" if args.labels else "unlabelled"].items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, value)
     if args.lr_e_decay is None:
         args.lr_e_decay = "cosine" if args.labels else "none"
     for flag in ("em_iterations", "first_m_steps", "m_steps", "e_steps", "e_batch_size", "latent_dim"):
