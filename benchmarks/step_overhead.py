@@ -17,14 +17,14 @@ machine slows both alike; the headline is each phase's median ms per step and th
 trainer / minimal. With `--versus float32`, the second copy is instead the trainer's step in
 float32 and the first in `--mixed-precision`: the ratio is then the speed-up of the precision.
 
-    python benchmarks/step_overhead.py [--models ganem clustergan gmgan kmgan] [--rounds 5] [--steps 20]
+    python benchmarks/step_overhead.py [--models ganem clustergan gmgan kmgan] [--rounds 5] [--steps 20] \
+        [-- TRAINER_FLAGS (e.g. --strategy one)]
     python benchmarks/step_overhead.py --mixed-precision bfloat16 --versus float32 \\
         --out benchmarks/results/step_overhead_bf16.json
 """
 import argparse
 import datetime
 import importlib
-import json
 import os
 import platform
 import statistics
@@ -160,6 +160,8 @@ def _cpu_name():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    argv, trainer_flags = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     parser = argparse.ArgumentParser(prog="python benchmarks/step_overhead.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
@@ -186,7 +188,7 @@ def main(argv=None):
 
     dataset = load_dataset(args.dataset, seed=0)
     flags = ["--dataset", args.dataset, "--batch-size", str(args.batch_size), "--quiet", "--no-export",
-             "--init", "kmeans"]  # the start's pseudo-labelled path, without UMAP's cost
+             "--init", "kmeans", *trainer_flags]  # the start's pseudo-labelled path, without UMAP's cost
     labels = ("trainer", "minimal") if args.versus == "minimal" else (args.mixed_precision, "float32")
     results = {}
     with tempfile.TemporaryDirectory(prefix="step_overhead-") as work:
@@ -219,6 +221,7 @@ def main(argv=None):
                 print(f"{name:10s} {phase:9s} " + "  ".join(f"{label} {m:7.1f} ms" for label, m in medians.items())
                       + f"   {what} {shown}", flush=True)
     payload = {"benchmark": "step_overhead", "dataset": args.dataset, "batch_size": args.batch_size,
+               "trainer_flags": trainer_flags,
                "mixed_precision": args.mixed_precision, "versus": args.versus, "rounds": args.rounds,
                "steps_per_round": args.steps, "models": results, "machine": machine_info(),
                "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
