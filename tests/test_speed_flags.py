@@ -50,3 +50,15 @@ def test_jit_and_mixed_precision_train_and_export_float32_servables(model, flags
     out = enet.signatures["serving_default"](images=tf.zeros((3, 8, 8, 1)))
     assert out["probabilities"].dtype == tf.float32 and out["embedding"].dtype == tf.float32
     np.testing.assert_allclose(out["probabilities"].numpy().sum(1), 1.0, rtol=1e-3)
+
+
+def test_bfloat16_on_a_cpu_without_it_says_so(tmp_path, monkeypatch, capsys):
+    from trainers import common, ganem
+
+    monkeypatch.setattr(common, "bfloat16_is_fast", lambda: False)
+    code = ganem.main(["--dataset", "digits", "--batch-size", "32", "--quiet", "--no-export", *SMALL["ganem"],
+                       "--mixed-precision", "bfloat16", "--run-dir", str(tmp_path / "run")])
+    assert code in (0, None)
+    notes = [line for line in capsys.readouterr().err.splitlines() if "bfloat16 is emulated" in line]
+    assert len(notes) == 1 and notes[0].startswith("note: ")
+

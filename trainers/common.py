@@ -88,7 +88,8 @@ def base_parser(model_name, description):
     group.add_argument("--mixed-precision", choices=["off", "bfloat16", "float16"], default="off",
                        help="compute in bfloat16 or float16 with float32 weights (Keras mixed_* policies; float16 "
                             "with dynamic loss scaling); outputs and losses stay float32. float16 is for GPUs; "
-                            "bfloat16 for recent GPUs and CPUs with AVX512-BF16")
+                            "bfloat16 for recent GPUs and CPUs with AVX512-BF16 or AMX (elsewhere it is emulated, "
+                            "slower than float32, and the run says so)")
     group.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False,
                        help="TensorFlow op determinism: the same seed on the same machine gives the same run "
                             "(slower on GPU)")
@@ -394,6 +395,20 @@ def make_strategy(kind):
     if kind == "one":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     return tf.distribute.MirroredStrategy([d.name for d in gpus] or ["/cpu:0"])
+
+
+def bfloat16_is_fast():
+    """True where bfloat16 arithmetic runs in hardware: a GPU, or a CPU with AVX512-BF16 or
+    AMX-BF16 (elsewhere oneDNN emulates it, slower than float32)."""
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
 def is_chief(strategy):

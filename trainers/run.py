@@ -41,6 +41,9 @@ class Run:
         import tensorflow as tf
 
         self.args, self.model_name, self.dataset = args, model_name, dataset
+        if getattr(args, "mixed_precision", "off") == "bfloat16" and not common.bfloat16_is_fast():
+            print("note: this CPU has neither AVX512-BF16 nor AMX: bfloat16 is emulated here and slower than "
+                  "float32 (--mixed-precision off)", file=sys.stderr)
         self.strategy = common.make_strategy(args.strategy)
         self.chief = common.is_chief(self.strategy)
         self.dir = args.run_dir
