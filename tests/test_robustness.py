@@ -61,6 +61,25 @@ def test_a_non_finite_gradient_on_any_replica_skips_every_update(two_cpu_strateg
     assert int(opt_a.iterations.numpy()) == 1
 
 
+@pytest.mark.parametrize("grad, loss, applied", [
+    (1.0, 0.5, True), (np.nan, 0.5, False), (np.inf, 0.5, False), (-np.inf, 0.5, False), (1.0, np.nan, False),
+    (1.0, np.inf, False), (3e19, 0.5, False),  # its square overflows float32 (and would poison Adam's moments)
+    (-1e18, 0.5, True),
+])
+def test_the_guard_applies_only_finite_updates(grad, loss, applied):
+    import keras
+    import tensorflow as tf
+
+    from zoo.base import apply_if_finite
+
+    a = keras.Variable(np.ones(3, np.float32))
+    optimizer = keras.optimizers.SGD(1e-20)
+    optimizer.build([a])
+    grads = [tf.constant([0.0, grad, 1.0], tf.float32)]
+    result = tf.function(lambda: apply_if_finite([(optimizer, grads, [a])], tf.constant(loss, tf.float32)))()
+    assert float(result) == float(applied) and int(optimizer.iterations.numpy()) == int(applied)
+
+
 def test_float16_loss_scale_halves_on_overflow_and_grows_after_a_finite_streak(monkeypatch):
     import keras
     import tensorflow as tf

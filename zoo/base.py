@@ -36,9 +36,21 @@ LOSS_SCALE_INITIAL = 2.0**15
 LOSS_SCALE_GROWTH_STEPS = 2000
 
 
+def _squared_norm(updates, loss=None):
+    """Half the squared norm of all gradients, plus 0 x the loss: finite exactly when the loss
+    and every gradient are finite and no gradient is so large (|g| > 1e19) that its square
+    overflows float32, which would poison Adam's second moment anyway. One fused kernel per
+    gradient (l2_loss), several times cheaper than an elementwise is_finite test."""
+    norms = [tf.nn.l2_loss(tf.cast(g, tf.float32)) for _, grads, _ in updates for g in grads if g is not None]
+    if loss is not None:
+        norms.append(tf.cast(loss, tf.float32) * 0.0)
+    return tf.add_n(norms)
+
+
 def apply_if_finite(updates, loss=None, loss_scale=None):
     """Applies `updates`, a list of (optimizer, gradients, variables), only if the loss and
-    every gradient are finite on every replica; otherwise none of them (all or nothing).
+    every gradient are finite on every replica (`_squared_norm`); otherwise none of them (all
+    or nothing).
 
     Returns a float32 scalar: 1.0 if applied, 0.0 if skipped. The optimizers' step
     counters do not advance on a skipped step. Keras optimizers synchronise replicas
@@ -46,13 +58,8 @@ def apply_if_finite(updates, loss=None, loss_scale=None):
     `cond` runs in cross-replica context (as keras.optimizers.LossScaleOptimizer does).
     `loss_scale` = (scale, finite steps in a row) variables of float16 training, updated here.
     """
-    checked = [g for _, grads, _ in updates for g in grads if g is not None]
-    if loss is not None:
-        checked.append(loss)
-    bad = tf.add_n([tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(t)), tf.float32)) for t in checked])
     context = tf.distribute.get_replica_context()
-    bad = context.all_reduce(tf.distribute.ReduceOp.SUM, bad)
-    finite = tf.equal(bad, 0.0)
+    finite = tf.math.is_finite(context.all_reduce(tf.distribute.ReduceOp.SUM, _squared_norm(updates, loss)))
 
     def apply_each(pairs):
         for optimizer, (grads, variables) in zip([u[0] for u in updates], pairs):
