@@ -66,14 +66,26 @@ def build_parser():
 
 
 def machine_info():
+    """The machine a timing was taken on, with its load average (timings on a busy machine are noise)."""
     import tensorflow as tf
 
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+    info = {"platform": platform.platform(), "processor": cpu_name(),
             "python": platform.python_version(), "cpu_count": os.cpu_count(), "tensorflow": tf.__version__,
             "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]}
     if hasattr(os, "getloadavg"):
         info["load_average_1_5_15min"] = [round(v, 2) for v in os.getloadavg()]
     return info
+
+
+def cpu_name():
+    """The CPU's model name (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def whole_step_jit(strategy, step_fn):

@@ -17,7 +17,7 @@ machine slows both alike; the headline is each phase's median ms per step and th
 trainer / minimal. With `--versus float32`, the second copy is instead the trainer's step in
 float32 and the first in `--mixed-precision`: the ratio is then the speed-up of the precision.
 
-    python benchmarks/step_overhead.py [--models ganem clustergan gmgan kmgan] [--rounds 5] [--steps 20] \
+    python benchmarks/step_overhead.py [--models ganem clustergan gmgan kmgan] [--rounds 5] [--steps 20] \\
         [-- TRAINER_FLAGS (e.g. --strategy one)]
     python benchmarks/step_overhead.py --mixed-precision bfloat16 --versus float32 \\
         --out benchmarks/results/step_overhead_bf16.json
@@ -26,7 +26,6 @@ import argparse
 import datetime
 import importlib
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -40,6 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from clustergan_speed import machine_info  # noqa: E402
 from trainers import common  # noqa: E402
 
 MODELS = ("ganem", "clustergan", "gmgan", "kmgan")
@@ -109,7 +109,7 @@ def trainer_steps(name, flags, dataset, work, precision):
             run.step_done(phase, phase, values, time.perf_counter() - tick)
 
         steps[phase] = one
-    return steps, args
+    return steps
 
 
 def minimal_steps(name, flags, dataset, precision):
@@ -137,26 +137,6 @@ def minimal_steps(name, flags, dataset, precision):
         compiled = tf.function(lambda fn=fn, batches=batches: fn(next(batches)))
         steps[phase] = lambda compiled=compiled: float(next(iter(compiled().values())))
     return steps
-
-
-def machine_info():
-    import tensorflow as tf
-
-    info = {"platform": platform.platform(), "processor": _cpu_name(), "cpu_count": os.cpu_count(),
-            "tensorflow": tf.__version__, "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]}
-    if hasattr(os, "getloadavg"):
-        info["load_average_1_5_15min"] = [round(v, 2) for v in os.getloadavg()]
-    return info
-
-
-def _cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None):
@@ -193,9 +173,9 @@ def main(argv=None):
     results = {}
     with tempfile.TemporaryDirectory(prefix="step_overhead-") as work:
         for name in args.models:
-            first, _ = trainer_steps(name, flags, dataset, Path(work), args.mixed_precision)
+            first = trainer_steps(name, flags, dataset, Path(work), args.mixed_precision)
             second = (minimal_steps(name, flags, dataset, args.mixed_precision) if args.versus == "minimal"
-                      else trainer_steps(name, flags, dataset, Path(work), "off")[0])
+                      else trainer_steps(name, flags, dataset, Path(work), "off"))
             variants = dict(zip(labels, (first, second)))
             for steps in variants.values():
                 for one in steps.values():

@@ -38,9 +38,9 @@ LOSS_SCALE_GROWTH_STEPS = 2000
 
 def _squared_norm(updates, loss=None):
     """Half the squared norm of all gradients, plus 0 x the loss: finite exactly when the loss
-    and every gradient are finite and no gradient is so large (|g| > 1e19) that its square
-    overflows float32, which would poison Adam's second moment anyway. One fused kernel per
-    gradient (l2_loss), several times cheaper than an elementwise is_finite test."""
+    and every gradient are finite and their sum of squares stays within float32 (any element
+    above about 2.6e19 overflows it, and would overflow Adam's second moment anyway). One fused
+    kernel per gradient (l2_loss), several times cheaper than an elementwise is_finite test."""
     norms = [tf.nn.l2_loss(tf.cast(g, tf.float32)) for _, grads, _ in updates for g in grads if g is not None]
     if loss is not None:
         norms.append(tf.cast(loss, tf.float32) * 0.0)
