@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What the trainers' machinery costs per training step, for every model and phase.
 
-For each model it builds two copies from the trainer's own flags and `build_model`:
+For each model it builds two variants from the trainer's own flags and `build_model`:
 
 - **trainer**: the step exactly as `python -m trainers.MODEL` runs it: the trainer's strategy,
   `Run.replicated_step` (one `tf.function` around `strategy.run`, the batch pulled from the
@@ -13,11 +13,14 @@ For each model it builds two copies from the trainer's own flags and `build_mode
   read back per step (to time it).
 
 Phases are timed in alternating rounds (trainer, minimal, trainer, ...), so that a busy
-machine slows both alike; the headline is each phase's median ms per step and the ratio
-trainer / minimal. With `--versus float32`, the second copy is instead the trainer's step in
+machine slows both alike. Two tf.functions built alike can run several % apart on a small
+machine (thread placement, memory layout), so each variant is built `--instances` times and
+every copy is timed in every round: the headline is each phase's median ms per step over all
+copies and rounds, the ratio trainer / minimal, and how far apart the copies of one variant
+ran (the noise floor of that ratio). With `--versus float32`, the second copy is instead the trainer's step in
 float32 and the first in `--mixed-precision`: the ratio is then the speed-up of the precision.
 
-    python benchmarks/step_overhead.py [--models ganem clustergan gmgan kmgan] [--rounds 5] [--steps 20] \\
+    python benchmarks/step_overhead.py [--models ganem clustergan gmgan kmgan] [--rounds 5] [--steps 10] [--instances 3] \\
         [-- TRAINER_FLAGS (e.g. --strategy one)]
     python benchmarks/step_overhead.py --mixed-precision bfloat16 --versus float32 \\
         --out benchmarks/results/step_overhead_bf16.json
@@ -88,7 +91,7 @@ def trainer_steps(name, flags, dataset, work, precision):
     from trainers.run import Run
 
     trainer = importlib.import_module(f"trainers.{name}")
-    args = common.parse_args(trainer.build_parser(), [*flags, "--run-dir", str(work / f"{name}-{precision}"),
+    args = common.parse_args(trainer.build_parser(), [*flags, "--run-dir", str(work / precision),
                                                       "--mixed-precision", precision], name)
     trainer.validate(args, dataset)
     run = Run(args, name, dataset)
@@ -148,7 +151,9 @@ def main(argv=None):
     parser.add_argument("--dataset", default="mnist5k", help="dataset spec (sets the shapes)")
     parser.add_argument("--batch-size", type=int, default=64, help="global batch size")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per variant")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per phase and round")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per phase, copy and round")
+    parser.add_argument("--instances", type=int, default=3,
+                        help="copies of each variant, built apart and all timed in every round")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per phase first (tracing)")
     parser.add_argument("--mixed-precision", choices=["off", "bfloat16"], default="off",
                         help="precision of the trainer's step (and of the minimal one)")
@@ -173,37 +178,51 @@ def main(argv=None):
     results = {}
     with tempfile.TemporaryDirectory(prefix="step_overhead-") as work:
         for name in args.models:
-            first = trainer_steps(name, flags, dataset, Path(work), args.mixed_precision)
-            second = (minimal_steps(name, flags, dataset, args.mixed_precision) if args.versus == "minimal"
-                      else trainer_steps(name, flags, dataset, Path(work), "off"))
-            variants = dict(zip(labels, (first, second)))
-            for steps in variants.values():
-                for one in steps.values():
-                    for _ in range(args.warmup):
-                        one()
-            times = {label: {phase: [] for phase in first} for label in labels}
-            for _ in range(args.rounds):
-                for label, steps in variants.items():
-                    for phase, one in steps.items():
-                        tick = time.perf_counter()
-                        for _ in range(args.steps):
+            # Identical tf.functions built apart differ by several % on a small machine, so each
+            # variant is built --instances times and every instance is timed in every round.
+            variants = {label: [] for label in labels}
+            for instance in range(args.instances):
+                run_dir = Path(work) / f"{name}-{instance}"
+                variants[labels[0]].append(trainer_steps(name, flags, dataset, run_dir, args.mixed_precision))
+                variants[labels[1]].append(
+                    minimal_steps(name, flags, dataset, args.mixed_precision) if args.versus == "minimal"
+                    else trainer_steps(name, flags, dataset, run_dir, "off"))
+            phase_names = list(variants[labels[0]][0])
+            for copies in variants.values():
+                for steps in copies:
+                    for one in steps.values():
+                        for _ in range(args.warmup):
                             one()
-                        times[label][phase].append(1000 * (time.perf_counter() - tick) / args.steps)
+            times = {label: {phase: [[] for _ in range(args.instances)] for phase in phase_names} for label in labels}
+            for _ in range(args.rounds):
+                for instance in range(args.instances):
+                    for label in labels:
+                        for phase, one in variants[label][instance].items():
+                            tick = time.perf_counter()
+                            for _ in range(args.steps):
+                                one()
+                            times[label][phase][instance].append(1000 * (time.perf_counter() - tick) / args.steps)
             results[name] = {}
-            for phase in first:
-                medians = {label: statistics.median(times[label][phase]) for label in labels}
+            for phase in phase_names:
+                medians = {label: statistics.median(t for copy in times[label][phase] for t in copy) for label in labels}
+                # How far apart identical copies of one variant run: the noise floor of the ratio.
+                spread = {label: max(m) / min(m) - 1 for label in labels
+                          for m in [[statistics.median(copy) for copy in times[label][phase]]]}
                 ratio = medians[labels[0]] / medians[labels[1]]
                 results[name][phase] = {**{f"ms_{label}": round(m, 2) for label, m in medians.items()},
                                         "ratio": round(ratio, 3),
-                                        "rounds": {label: [round(t, 1) for t in times[label][phase]] for label in labels}}
+                                        "instance_spread": {label: round(v, 3) for label, v in spread.items()},
+                                        "rounds": {label: [[round(t, 1) for t in copy] for copy in times[label][phase]]
+                                                   for label in labels}}
                 what = "overhead" if args.versus == "minimal" else "speed-up"
                 shown = (f"{100 * (ratio - 1):+.1f} %" if args.versus == "minimal" else f"x{1 / ratio:.2f}")
+                noise = "/".join(f"{100 * v:.0f}" for v in spread.values())
                 print(f"{name:10s} {phase:9s} " + "  ".join(f"{label} {m:7.1f} ms" for label, m in medians.items())
-                      + f"   {what} {shown}", flush=True)
+                      + f"   {what} {shown}   (copies of one variant {noise} % apart)", flush=True)
     payload = {"benchmark": "step_overhead", "dataset": args.dataset, "batch_size": args.batch_size,
                "trainer_flags": trainer_flags,
                "mixed_precision": args.mixed_precision, "versus": args.versus, "rounds": args.rounds,
-               "steps_per_round": args.steps, "models": results, "machine": machine_info(),
+               "steps_per_round": args.steps, "instances": args.instances, "models": results, "machine": machine_info(),
                "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     common.write_json(out, payload)
     print(f"wrote {out}")

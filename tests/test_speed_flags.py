@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -62,3 +63,17 @@ def test_bfloat16_on_a_cpu_without_it_says_so(tmp_path, monkeypatch, capsys):
     notes = [line for line in capsys.readouterr().err.splitlines() if "bfloat16 is emulated" in line]
     assert len(notes) == 1 and notes[0].startswith("note: ")
 
+
+
+def test_progress_bar_shows_the_ms_per_step_metrics_json_reports(tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-m", "trainers.ganem", "--dataset", "digits", "--batch-size", "32",
+                             *SMALL["ganem"], "--no-export", "--run-dir", str(run_dir)],
+                            capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shown = re.findall(r"ms/step=(\d+)", result.stderr)
+    assert shown, result.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    reported = [value for key, value in metrics.items() if key.startswith("ms_per_") and key.endswith("_step")]
+    assert any(abs(int(shown[-1]) - value) <= 1 for value in reported), (shown[-1], reported)

@@ -569,9 +569,14 @@ class Progress:
         self.bar = tqdm(total=total, initial=initial, disable=quiet, unit="step", dynamic_ncols=True,
                         mininterval=0.5 if sys.stderr.isatty() else 10.0)
 
-    def update(self, phase, values):
+    def update(self, phase, values, ms_per_step=None):
+        """One step of `phase` done; `ms_per_step` is the phase's mean so far (the bar's own
+        rate also counts the pauses between steps: evaluation, checkpoints, re-clustering)."""
         self.bar.set_description(phase, refresh=False)
-        self.bar.set_postfix({k: f"{float(v):.3f}" for k, v in values.items()}, refresh=False)
+        postfix = {k: f"{float(v):.3f}" for k, v in values.items()}
+        if ms_per_step is not None:
+            postfix["ms/step"] = f"{ms_per_step:.0f}"
+        self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(1)
 
     def write(self, text):

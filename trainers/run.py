@@ -61,6 +61,7 @@ class Run:
         keras.mixed_precision.set_global_policy("float32" if precision == "off" else f"mixed_{precision}")
         self.global_step = tf.Variable(0, dtype=tf.int64, name="global_step")
         self.timings = {}
+        self._steady_sums = {}  # phase -> [seconds, steps] after the warm-up steps
         self.started = time.time()
         self.bad_steps = 0  # consecutive steps with a non-finite loss (skipped in the graph)
         self.recoveries = 0
@@ -123,11 +124,17 @@ class Run:
     def step_done(self, phase, description, values, seconds):
         """Books one optimizer update: step counter, timings, progress, logs, periodic checkpoint."""
         values = {name: float(v) for name, v in values.items()}
-        self.timings.setdefault(phase, []).append(seconds)
+        timings = self.timings.setdefault(phase, [])
+        timings.append(seconds)
         self.global_step.assign_add(1)
         step = self.step
         self._guard_non_finite(step, values)
-        self._progress.update(description, values)
+        # The bar shows this phase's mean ms per step as metrics.json will report it (_mean_ms).
+        steady = self._steady_sums.setdefault(phase, [0.0, 0])
+        if len(timings) > _WARMUP_STEPS:
+            steady[0] += seconds
+            steady[1] += 1
+        self._progress.update(description, values, ms_per_step=1000 * steady[0] / steady[1] if steady[1] else None)
         if step % self.args.log_every == 0:
             self.scalars("train", values, step)
         if step % self.args.checkpoint_every == 0:
@@ -361,7 +368,11 @@ def _history_record(line):
     return None
 
 
+# Steps of each phase left out of its mean step time: tracing and warm-up.
+_WARMUP_STEPS = 3
+
+
 def _mean_ms(durations):
     """Mean step time in ms, leaving out the first steps (tracing and warm-up)."""
-    steady = durations[3:] or durations
+    steady = durations[_WARMUP_STEPS:] or durations
     return round(1000 * float(np.mean(steady)), 2) if steady else None
