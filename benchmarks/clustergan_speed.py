@@ -121,6 +121,7 @@ def main(argv=None):
     import tensorflow as tf
 
     from zoo.clustergan import ClusterGAN
+    from zoo.optimizers import Adam
 
     keras.utils.set_random_seed(args.seed)
     strategy = common.make_strategy(args.strategy)
@@ -130,7 +131,7 @@ def main(argv=None):
                            sigma=DEFAULTS["sigma"], beta_n=DEFAULTS["beta_n"], beta_c=DEFAULTS["beta_c"],
                            gp_weight=DEFAULTS["gp_weight"], n_critic=args.n_critic, g_batch_size=args.batch_size,
                            seed=args.seed)
-        adam = lambda: keras.optimizers.Adam(DEFAULTS["lr"], beta_1=0.5, beta_2=0.9)  # noqa: E731
+        adam = lambda: Adam(DEFAULTS["lr"], beta_1=0.5, beta_2=0.9)  # noqa: E731
         model.compile(g_optimizer=adam(), d_optimizer=adam(), e_optimizer=adam())
 
     batches = common.distributed_batches(strategy, (dataset.x,), args.batch_size, args.seed)

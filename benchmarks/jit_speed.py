@@ -48,6 +48,7 @@ def main(argv=None):
     import tensorflow as tf
 
     from zoo.ganem import GANEM
+    from zoo.optimizers import Adam
 
     if args.mixed_precision == "bfloat16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -57,9 +58,9 @@ def main(argv=None):
     strategy = common.make_strategy("auto")
     with strategy.scope():
         model = GANEM(dataset.input_shape, 10, latent_dim=defaults.latent_dim, e_batch_size=defaults.e_batch_size)
-        model.compile(g_optimizer=keras.optimizers.Adam(defaults.lr_g, beta_1=0.5),
-                      d_optimizer=keras.optimizers.Adam(defaults.lr_d, beta_1=0.5),
-                      e_optimizer=keras.optimizers.Adam(defaults.lr_e, beta_1=0.5))
+        model.compile(g_optimizer=Adam(defaults.lr_g, beta_1=0.5),
+                      d_optimizer=Adam(defaults.lr_d, beta_1=0.5),
+                      e_optimizer=Adam(defaults.lr_e, beta_1=0.5))
     w = np.full((len(dataset), 10), 0.1, np.float32)
     batches = common.distributed_batches(strategy, (dataset.x, w), args.batch_size, 0)
     steps = {(phase, jit): common.replicated_step(strategy, fn, jit=jit)

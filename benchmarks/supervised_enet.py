@@ -30,13 +30,14 @@ def error_after_training(dataset, labels, seed, steps, augment=False, batch=64):
     from zoo.augment import random_pose
     from zoo.data import labeled_subset
     from zoo.networks import build_classifier
+    from zoo.optimizers import Adam
 
     x, y = dataset.x, dataset.y
     labelled = labeled_subset(y, labels, dataset.num_classes, seed)
     unlabelled = np.setdiff1d(np.arange(len(x)), labelled)
     keras.utils.set_random_seed(seed)
     net = build_classifier(dataset.input_shape, dataset.num_classes, None, "auto", name="enet")
-    optimizer = keras.optimizers.Adam(2e-4, beta_1=0.5)
+    optimizer = Adam(2e-4, beta_1=0.5)
     x_l, y_l = tf.constant(x[labelled]), tf.constant(y[labelled])
 
     @tf.function

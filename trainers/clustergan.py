@@ -103,16 +103,15 @@ def _steady_mean(durations):
 
 def build_model(args, input_shape):
     """ClusterGAN and its optimizers as the flags say (call inside the strategy's scope)."""
-    import keras
-
     from zoo.clustergan import ClusterGAN
+    from zoo.optimizers import Adam
 
     model = ClusterGAN(
         input_shape, args.clusters, latent_dim=args.latent_dim, sigma=args.sigma, beta_n=args.beta_n,
         beta_c=args.beta_c, gp_weight=args.gp_weight, n_critic=args.n_critic, g_batch_size=args.batch_size,
         zn_loss=args.zn_loss, architecture=args.architecture, seed=args.seed,
     )
-    adam = lambda: keras.optimizers.Adam(args.lr, beta_1=0.5, beta_2=0.9)  # noqa: E731
+    adam = lambda: Adam(args.lr, beta_1=0.5, beta_2=0.9)  # noqa: E731
     model.compile(g_optimizer=adam(), d_optimizer=adam(), e_optimizer=adam())
     return model
 

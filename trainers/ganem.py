@@ -191,9 +191,8 @@ def e_learning_rate(args):
 
 def build_model(args, input_shape):
     """GAN-EM and its optimizers as the flags say (call inside the strategy's scope)."""
-    import keras
-
     from zoo.ganem import GANEM
+    from zoo.optimizers import Adam
 
     model = GANEM(
         input_shape, args.clusters, latent_dim=args.latent_dim, embedding_dim=args.embedding_dim,
@@ -202,9 +201,9 @@ def build_model(args, input_shape):
         architecture=args.architecture, seed=args.seed,
     )
     model.compile(
-        g_optimizer=keras.optimizers.Adam(args.lr_g, beta_1=0.5),
-        d_optimizer=keras.optimizers.Adam(args.lr_d, beta_1=0.5),
-        e_optimizer=keras.optimizers.Adam(e_learning_rate(args), beta_1=0.5),
+        g_optimizer=Adam(args.lr_g, beta_1=0.5),
+        d_optimizer=Adam(args.lr_d, beta_1=0.5),
+        e_optimizer=Adam(e_learning_rate(args), beta_1=0.5),
     )
     return model
 

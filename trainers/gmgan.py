@@ -126,14 +126,13 @@ def schedule(step, gan_steps, enet_every):
 def build_model(args, input_shape):
     """GM-GAN and its optimizers as the flags say (call inside the strategy's scope). A start
     clustering (--init) plays the part of labels: the supervised variant learns it."""
-    import keras
-
     from zoo.gmgan import GMGAN
+    from zoo.optimizers import Adam
 
     model = GMGAN(input_shape, args.clusters, latent_dim=args.latent_dim, mean_range=args.mean_range,
                   sigma=args.sigma, latent=args.latent, supervised=args.supervised or args.init != "none",
                   e_batch_size=args.batch_size, architecture=args.architecture, seed=args.seed)
-    adam = lambda lr: keras.optimizers.Adam(lr, beta_1=0.5)  # noqa: E731
+    adam = lambda lr: Adam(lr, beta_1=0.5)  # noqa: E731
     model.compile(g_optimizer=adam(args.g_lr), d_optimizer=adam(args.lr), e_optimizer=adam(args.e_lr))
     return model
 

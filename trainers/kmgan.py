@@ -106,16 +106,15 @@ def validate(args, dataset):
 
 def build_model(args, input_shape):
     """KM-GAN and its optimizers as the flags say (call inside the strategy's scope)."""
-    import keras
-
     from zoo.kmgan import KMGAN
+    from zoo.optimizers import Adam
 
     model = KMGAN(input_shape, args.clusters, latent_dim=args.latent_dim, feature_dim=args.feature_dim,
                   space=args.space, conditional=not args.unconditional, clip=args.clip,
                   center_weight=args.center_weight, regularizer_weight=args.regularizer_weight,
                   temperature=args.temperature, center_memory=args.center_memory, margin=args.margin,
                   architecture=args.architecture, seed=args.seed)
-    adam = lambda: keras.optimizers.Adam(args.lr, beta_1=0.5)  # noqa: E731
+    adam = lambda: Adam(args.lr, beta_1=0.5)  # noqa: E731
     model.compile(g_optimizer=adam(), d_optimizer=adam())
     return model
 

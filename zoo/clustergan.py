@@ -42,6 +42,7 @@ import tensorflow as tf
 from zoo import losses
 from zoo.base import ClusterModel, replica_slice
 from zoo.networks import build_classifier, build_generator
+from zoo.optimizers import Adam
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -126,7 +127,7 @@ class ClusterGAN(ClusterModel):
     def compile(self, g_optimizer=None, d_optimizer=None, e_optimizer=None, **kwargs):
         """Optimizers default to the paper's Adam(1e-4, beta1 0.5, beta2 0.9) for all three."""
         super().compile(**kwargs)
-        adam = lambda: keras.optimizers.Adam(1e-4, beta_1=0.5, beta_2=0.9)  # noqa: E731
+        adam = lambda: Adam(1e-4, beta_1=0.5, beta_2=0.9)  # noqa: E731
         self.g_optimizer = g_optimizer or adam()
         self.d_optimizer = d_optimizer or adam()
         self.e_optimizer = e_optimizer or adam()

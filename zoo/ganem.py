@@ -30,6 +30,7 @@ from zoo import augment as augmentation
 from zoo import losses
 from zoo.base import ClusterModel
 from zoo.networks import build_classifier, build_generator
+from zoo.optimizers import Adam
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -122,9 +123,9 @@ class GANEM(ClusterModel):
     def compile(self, g_optimizer=None, d_optimizer=None, e_optimizer=None, **kwargs):
         """Optimizers default to the paper code's Adam(2e-4 x (G 3, D 1, E 0.3), beta1 0.5)."""
         super().compile(**kwargs)
-        self.g_optimizer = g_optimizer or keras.optimizers.Adam(6e-4, beta_1=0.5)
-        self.d_optimizer = d_optimizer or keras.optimizers.Adam(2e-4, beta_1=0.5)
-        self.e_optimizer = e_optimizer or keras.optimizers.Adam(6e-5, beta_1=0.5)
+        self.g_optimizer = g_optimizer or Adam(6e-4, beta_1=0.5)
+        self.d_optimizer = d_optimizer or Adam(2e-4, beta_1=0.5)
+        self.e_optimizer = e_optimizer or Adam(6e-5, beta_1=0.5)
         # Only self.optimizer is built by Keras; build the others here, inside the
         # strategy scope, or their slots become placeholders under tf.distribute.
         self.g_optimizer.build(self.generator.trainable_variables)

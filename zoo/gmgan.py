@@ -43,6 +43,7 @@ import tensorflow as tf
 from zoo import losses
 from zoo.base import ClusterModel, replica_slice
 from zoo.networks import build_classifier, build_generator
+from zoo.optimizers import Adam
 
 # sigma_k is exp(log sigma_k) floored here, so a dynamic sigma cannot collapse to 0.
 SIGMA_FLOOR = 1e-3
@@ -128,7 +129,7 @@ class GMGAN(ClusterModel):
         """Optimizers default to Adam(beta1 0.5): 1e-3 for G (with mu, sigma), 2e-4 for D and E
         (InfoGAN's MNIST rates; with G at D's rate, G collapsed each Gaussian to one image)."""
         super().compile(**kwargs)
-        adam = lambda lr: keras.optimizers.Adam(lr, beta_1=0.5)  # noqa: E731
+        adam = lambda lr: Adam(lr, beta_1=0.5)  # noqa: E731
         self.g_optimizer = g_optimizer or adam(1e-3)
         self.d_optimizer = d_optimizer or adam(2e-4)
         self.e_optimizer = e_optimizer or adam(2e-4)

@@ -61,6 +61,7 @@ import tensorflow as tf
 from zoo import kmeans, losses
 from zoo.base import ClusterModel
 from zoo.networks import build_classifier, build_generator
+from zoo.optimizers import Adam
 
 
 def clip_weights(variables, box):
@@ -149,8 +150,8 @@ class KMGAN(ClusterModel):
     def compile(self, g_optimizer=None, d_optimizer=None, **kwargs):
         """Optimizers default to DCGAN's Adam(2e-4, beta1 0.5)."""
         super().compile(**kwargs)
-        self.g_optimizer = g_optimizer or keras.optimizers.Adam(2e-4, beta_1=0.5)
-        self.d_optimizer = d_optimizer or keras.optimizers.Adam(2e-4, beta_1=0.5)
+        self.g_optimizer = g_optimizer or Adam(2e-4, beta_1=0.5)
+        self.d_optimizer = d_optimizer or Adam(2e-4, beta_1=0.5)
         # Built here, inside the strategy scope: optimizer slots made outside it are not mirrored.
         self.g_optimizer.build(self.generator.trainable_variables)
         self.d_optimizer.build(self.discriminator.trainable_variables)
