@@ -19,11 +19,13 @@ every copy is timed in every round: the headline is each phase's median ms per s
 copies and rounds, the ratio trainer / minimal, and how far apart the copies of one variant
 ran (the noise floor of that ratio). With `--versus float32`, the second copy is instead the trainer's step in
 float32 and the first in `--mixed-precision`: the ratio is then the speed-up of the precision.
+With `--versus keras-adam`, both are the trainer's step, the second with `keras.optimizers.Adam`
+in place of `zoo.optimizers.Adam`: the speed-up of the fused update.
 
     python benchmarks/step_overhead.py [--models ganem clustergan gmgan kmgan] [--rounds 5] [--steps 10] [--instances 3] \\
         [-- TRAINER_FLAGS (e.g. --strategy one)]
-    python benchmarks/step_overhead.py --mixed-precision bfloat16 --versus float32 \\
-        --out benchmarks/results/step_overhead_bf16.json
+    python benchmarks/step_overhead.py --mixed-precision bfloat16 --versus float32
+    python benchmarks/step_overhead.py --versus keras-adam
 """
 import argparse
 import datetime
@@ -86,8 +88,12 @@ def plain_batches(arrays, batch_size, seed):
     return iter(ds.prefetch(tf.data.AUTOTUNE))
 
 
-def trainer_steps(name, flags, dataset, work, precision):
-    """{phase: a callable running one step as the trainer does}, built through the trainer."""
+def trainer_steps(name, flags, dataset, work, precision, keras_adam=False):
+    """{phase: a callable running one step as the trainer does}, built through the trainer
+    (with `keras_adam`, its optimizers are `keras.optimizers.Adam` instead of the zoo's)."""
+    import keras
+
+    import zoo.optimizers
     from trainers.run import Run
 
     trainer = importlib.import_module(f"trainers.{name}")
@@ -95,8 +101,13 @@ def trainer_steps(name, flags, dataset, work, precision):
                                                       "--mixed-precision", precision], name)
     trainer.validate(args, dataset)
     run = Run(args, name, dataset)
-    with run.strategy.scope():
-        model = trainer.build_model(args, dataset.input_shape)
+    zoo_adam = zoo.optimizers.Adam
+    zoo.optimizers.Adam = keras.optimizers.Adam if keras_adam else zoo_adam
+    try:
+        with run.strategy.scope():
+            model = trainer.build_model(args, dataset.input_shape)
+    finally:
+        zoo.optimizers.Adam = zoo_adam
     run.track(model, **{k: v for k, v in vars(model).items() if k.endswith("_optimizer")})
     run.progress(10**9)
     arrays = batch_arrays(dataset, args.clusters, args.seed)
@@ -157,16 +168,17 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per phase first (tracing)")
     parser.add_argument("--mixed-precision", choices=["off", "bfloat16"], default="off",
                         help="precision of the trainer's step (and of the minimal one)")
-    parser.add_argument("--versus", choices=["minimal", "float32"], default="minimal",
-                        help="what the trainer's step is compared with: the minimal step, or the trainer's own "
-                             "step in float32 (the speed-up of --mixed-precision)")
+    parser.add_argument("--versus", choices=["minimal", "float32", "keras-adam"], default="minimal",
+                        help="what the trainer's step is compared with: the minimal step, the trainer's own "
+                             "step in float32 (the speed-up of --mixed-precision), or the trainer's step with "
+                             "keras.optimizers.Adam (the speed-up of zoo.optimizers.Adam's fused update)")
     parser.add_argument("--out", default=None,
                         help="output JSON (default benchmarks/results/step_overhead[_<precision>].json)")
     args = parser.parse_args(argv)
     if args.versus == "float32" and args.mixed_precision == "off":
         parser.error("--versus float32 needs --mixed-precision bfloat16")
-    out = Path(args.out or REPO / "benchmarks" / "results" /
-               f"step_overhead{'' if args.mixed_precision == 'off' else '_' + args.mixed_precision}.json")
+    suffix = {"minimal": "", "float32": f"_{args.mixed_precision}", "keras-adam": "_keras_adam"}[args.versus]
+    out = Path(args.out or REPO / "benchmarks" / "results" / f"step_overhead{suffix}.json")
 
     common.tflog.import_tensorflow(False)
     from zoo.data import load_dataset
@@ -174,7 +186,8 @@ def main(argv=None):
     dataset = load_dataset(args.dataset, seed=0)
     flags = ["--dataset", args.dataset, "--batch-size", str(args.batch_size), "--quiet", "--no-export",
              "--init", "kmeans", *trainer_flags]  # the start's pseudo-labelled path, without UMAP's cost
-    labels = ("trainer", "minimal") if args.versus == "minimal" else (args.mixed_precision, "float32")
+    labels = {"minimal": ("trainer", "minimal"), "float32": (args.mixed_precision, "float32"),
+              "keras-adam": ("zoo_adam", "keras_adam")}[args.versus]
     results = {}
     with tempfile.TemporaryDirectory(prefix="step_overhead-") as work:
         for name in args.models:
@@ -186,6 +199,8 @@ def main(argv=None):
                 variants[labels[0]].append(trainer_steps(name, flags, dataset, run_dir, args.mixed_precision))
                 variants[labels[1]].append(
                     minimal_steps(name, flags, dataset, args.mixed_precision) if args.versus == "minimal"
+                    else trainer_steps(name, flags, dataset, run_dir / "keras_adam", args.mixed_precision,
+                                       keras_adam=True) if args.versus == "keras-adam"
                     else trainer_steps(name, flags, dataset, run_dir, "off"))
             phase_names = list(variants[labels[0]][0])
             for copies in variants.values():
