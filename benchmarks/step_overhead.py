@@ -14,16 +14,17 @@ For each model it builds two variants from the trainer's own flags and `build_mo
 
 Phases are timed in alternating rounds (trainer, minimal, trainer, ...), so that a busy
 machine slows both alike. Two tf.functions built alike can run several % apart on a small
-machine (thread placement, memory layout), so each variant is built `--instances` times and
+machine (1-15 % on a 2-core VM), so each variant is built `--instances` times and
 every copy is timed in every round: the headline is each phase's median ms per step over all
 copies and rounds, the ratio trainer / minimal, and how far apart the copies of one variant
-ran (the noise floor of that ratio). With `--versus float32`, the second copy is instead the trainer's step in
-float32 and the first in `--mixed-precision`: the ratio is then the speed-up of the precision.
+ran (the noise floor of that ratio). With `--versus float32`, the second variant is instead the
+trainer's step in float32 and the first in `--mixed-precision`: the ratio is then the speed-up of
+the precision.
 With `--versus keras-adam`, both are the trainer's step, the second with `keras.optimizers.Adam`
 in place of `zoo.optimizers.Adam`: the speed-up of the fused update.
 
-    python benchmarks/step_overhead.py [--models ganem clustergan gmgan kmgan] [--rounds 5] [--steps 10] [--instances 3] \\
-        [-- TRAINER_FLAGS (e.g. --strategy one)]
+    python benchmarks/step_overhead.py [--models ganem clustergan gmgan kmgan] [--rounds 5] [--steps 10] \\
+        [--instances 3] [-- TRAINER_FLAGS (e.g. --strategy one)]
     python benchmarks/step_overhead.py --mixed-precision bfloat16 --versus float32
     python benchmarks/step_overhead.py --versus keras-adam
 """
@@ -219,7 +220,8 @@ def main(argv=None):
                             times[label][phase][instance].append(1000 * (time.perf_counter() - tick) / args.steps)
             results[name] = {}
             for phase in phase_names:
-                medians = {label: statistics.median(t for copy in times[label][phase] for t in copy) for label in labels}
+                medians = {label: statistics.median(t for copy in times[label][phase] for t in copy)
+                           for label in labels}
                 # How far apart identical copies of one variant run: the noise floor of the ratio.
                 spread = {label: max(m) / min(m) - 1 for label in labels
                           for m in [[statistics.median(copy) for copy in times[label][phase]]]}
