@@ -174,7 +174,7 @@ def main(argv=None):
                              "step in float32 (the speed-up of --mixed-precision), or the trainer's step with "
                              "keras.optimizers.Adam (the speed-up of zoo.optimizers.Adam's fused update)")
     parser.add_argument("--out", default=None,
-                        help="output JSON (default benchmarks/results/step_overhead[_<precision>].json)")
+                        help="output JSON (default benchmarks/results/step_overhead[_<precision>|_keras_adam].json)")
     args = parser.parse_args(argv)
     if args.versus == "float32" and args.mixed_precision == "off":
         parser.error("--versus float32 needs --mixed-precision bfloat16")

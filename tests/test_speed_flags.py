@@ -64,7 +64,6 @@ def test_bfloat16_on_a_cpu_without_it_says_so(tmp_path, monkeypatch, capsys):
     assert len(notes) == 1 and notes[0].startswith("note: ")
 
 
-
 def test_progress_bar_shows_the_ms_per_step_metrics_json_reports(tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -21,10 +21,10 @@ def _handle(variable):
 @keras.saving.register_keras_serializable(package="zoo")
 class Adam(keras.optimizers.Adam):
     """`keras.optimizers.Adam`, same arguments, state and checkpoints; dense updates run as
-    one fused kernel (sparse gradients, AMSGrad and other backends take Keras' own path)."""
+    one fused kernel (sparse gradients and AMSGrad take Keras' own path)."""
 
     def update_step(self, gradient, variable, learning_rate):
-        if self.amsgrad or isinstance(gradient, tf.IndexedSlices) or keras.backend.backend() != "tensorflow":
+        if self.amsgrad or isinstance(gradient, tf.IndexedSlices):
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
         local_step = tf.cast(self.iterations + 1, dtype)
