@@ -89,4 +89,23 @@ def test_default_em_with_pseudo_labels_and_reclustering_runs(tmp_path):
     history = metrics_["history"]
     assert [h["em_iteration"] for h in history] == [1, 2]
     assert all("acc" in h["soft_labels"] and h["wall_seconds"] > 0 for h in history)
+    assert all(h["recluster_fit"] in ("fresh", "from_current", "kept") for h in history)
     assert "re-clustered: ACC" in result.stdout
+
+
+def test_size_evenness():
+    assert baselines.size_evenness(np.repeat(np.arange(4), 50), 4) == pytest.approx(1.0)
+    assert baselines.size_evenness(np.zeros(200, np.int64), 4) == 0.0
+    merged = np.repeat([0, 0, 1, 2], 50)  # two clusters in one, one cluster empty
+    assert 0.5 < baselines.size_evenness(merged, 4) < 0.9
+
+
+def test_reclustering_keeps_good_clusters_and_refuses_a_merge(blobs):
+    x, y = blobs
+    refined, choice = baselines.reclustered(x, np.eye(4, dtype=np.float32)[y], seed=0)
+    assert choice in ("fresh", "from_current") and np.mean(refined.argmax(1) == y) > 0.9
+    # A floor no fit can reach (evenness above 1): every fit is refused, the model's own
+    # posteriors stay.
+    uneven = np.eye(4, dtype=np.float32)[np.where(y == 3, 2, y)]  # classes 2 and 3 as one cluster
+    merged, choice = baselines.reclustered(x, uneven, seed=0, tolerance=-0.5)
+    assert choice == "kept" and np.array_equal(merged, uneven)

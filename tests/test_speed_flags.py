@@ -76,3 +76,13 @@ def test_progress_bar_shows_the_ms_per_step_metrics_json_reports(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     reported = [value for key, value in metrics.items() if key.startswith("ms_per_") and key.endswith("_step")]
     assert any(abs(int(shown[-1]) - value) <= 1 for value in reported), (shown[-1], reported)
+
+
+def test_step_time_is_a_median_that_a_slow_first_step_per_iteration_does_not_move():
+    from trainers.run import step_ms
+
+    tracing, iteration = [2.0, 1.0, 0.5], [0.1] * 20
+    # Each EM iteration's first step builds a new input pipeline and is several times slower.
+    durations = tracing + iteration + [0.6] + iteration + [0.6] + iteration
+    assert step_ms(durations) == 100.0
+    assert step_ms([0.2]) == 200.0 and step_ms([]) is None

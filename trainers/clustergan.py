@@ -23,7 +23,6 @@ one cluster's one-hot code to another's (rows = cluster pairs, z_n fixed).
 import sys
 import time
 
-import numpy as np
 
 from trainers import common
 
@@ -93,12 +92,6 @@ def validate(args, dataset):
     common.zoo_data.check_num_clusters(args.clusters, len(dataset))
     if args.batch_size > len(dataset):
         raise common.UsageError(f"--batch-size {args.batch_size} exceeds the number of samples ({len(dataset)})")
-
-
-def _steady_mean(durations):
-    """Mean seconds without the first steps (tracing and warm-up), as in metrics.json."""
-    steady = durations[3:] or durations
-    return float(np.mean(steady)) if steady else 0.0
 
 
 def build_model(args, input_shape):
@@ -202,8 +195,10 @@ def main(argv=None):
         plots.sample_grid(grid, run.dir / "interpolation.png", title=title)
         with run.writer.as_default(step=run.step):
             tf.summary.image("interpolation", plots.grid_image(grid)[None])
-    timings = {phase: _steady_mean(t) for phase, t in run.timings.items()}
-    iteration_ms = 1000 * (args.n_critic * timings.get("critic", 0.0) + timings.get("generator", 0.0))
+    from trainers.run import step_ms
+
+    timings = {phase: step_ms(t) for phase, t in run.timings.items()}
+    iteration_ms = args.n_critic * timings.get("critic", 0.0) + timings.get("generator", 0.0)
     run.finish(report, "ClusterGAN", predictions=predictions, generator_steps_done=run.step // per_iteration,
                n_critic=args.n_critic, ms_per_generator_iteration=round(iteration_ms, 2),
                history=run.history("generator_step"), **({"initial": initial} if initial else {}))

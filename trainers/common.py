@@ -570,7 +570,7 @@ class Progress:
                         mininterval=0.5 if sys.stderr.isatty() else 10.0)
 
     def update(self, phase, values, ms_per_step=None):
-        """One step of `phase` done; `ms_per_step` is the phase's mean so far (the bar's own
+        """One step of `phase` done; `ms_per_step` is the phase's step time so far (the bar's own
         rate also counts the pauses between steps: evaluation, checkpoints, re-clustering)."""
         self.bar.set_description(phase, refresh=False)
         postfix = {k: f"{float(v):.3f}" for k, v in values.items()}

@@ -259,7 +259,7 @@ def main(argv=None):
 
     def reclustered(probs):
         """--recluster umap: GMM posteriors on a UMAP embedding of the E-net's features,
-        numbered as the E-net's own clusters."""
+        numbered as the E-net's own clusters (or `probs` kept), and which fit was taken."""
         from zoo import baselines
 
         return baselines.reclustered(common.predict_in_batches(embed, x), probs, args.seed)
@@ -322,7 +322,7 @@ def main(argv=None):
                 probs = run.posteriors()
                 report = evaluate(probs)
                 if args.recluster == "umap":
-                    w = reclustered(probs)
+                    w, report["recluster_fit"] = reclustered(probs)
                     report["soft_labels"] = evaluate(w, log=False)
                 else:
                     w = probs

@@ -60,8 +60,7 @@ class Run:
         precision = getattr(args, "mixed_precision", "off")
         keras.mixed_precision.set_global_policy("float32" if precision == "off" else f"mixed_{precision}")
         self.global_step = tf.Variable(0, dtype=tf.int64, name="global_step")
-        self.timings = {}
-        self._steady_sums = {}  # phase -> [seconds, steps] after the warm-up steps
+        self.timings = {}  # phase -> seconds of every step
         self.started = time.time()
         self.bad_steps = 0  # consecutive steps with a non-finite loss (skipped in the graph)
         self.recoveries = 0
@@ -129,12 +128,8 @@ class Run:
         self.global_step.assign_add(1)
         step = self.step
         self._guard_non_finite(step, values)
-        # The bar shows this phase's mean ms per step as metrics.json will report it (_mean_ms).
-        steady = self._steady_sums.setdefault(phase, [0.0, 0])
-        if len(timings) > _WARMUP_STEPS:
-            steady[0] += seconds
-            steady[1] += 1
-        self._progress.update(description, values, ms_per_step=1000 * steady[0] / steady[1] if steady[1] else None)
+        # The bar shows this phase's step time as metrics.json will report it.
+        self._progress.update(description, values, ms_per_step=step_ms(timings))
         if step % self.args.log_every == 0:
             self.scalars("train", values, step)
         if step % self.args.checkpoint_every == 0:
@@ -246,11 +241,12 @@ class Run:
 
     def recluster(self, features, report):
         """`--recluster umap`: posteriors [N, K] of a GMM on a UMAP embedding of `features`,
-        numbered as the model's current clusters; with labels, their ACC goes into `report`.
-        Returns them and a note for the iteration's line."""
+        numbered as the model's current clusters (zoo.baselines.reclustered); which fit was
+        taken, and with labels their ACC, go into `report`. Returns them and a note for the
+        iteration's line."""
         from zoo import baselines
 
-        refined = baselines.reclustered(features, self.posteriors(), self.args.seed)
+        refined, report["recluster_fit"] = baselines.reclustered(features, self.posteriors(), self.args.seed)
         if self.dataset.y is None:
             return refined, ""
         report["recluster_acc"] = common.clustering_metrics(self.dataset.y, refined.argmax(1), self.args.clusters)["acc"]
@@ -324,7 +320,7 @@ class Run:
             "assignments": "assignments.csv",
             "steps": step,
             "wall_seconds": round(wall, 2),
-            **{f"ms_per_{phase}_step": _mean_ms(times) for phase, times in self.timings.items()},
+            **{f"ms_per_{phase}_step": step_ms(times) for phase, times in self.timings.items()},
             "replicas": self.strategy.num_replicas_in_sync,
             "seed": self.args.seed,
             **extra,
@@ -368,11 +364,13 @@ def _history_record(line):
     return None
 
 
-# Steps of each phase left out of its mean step time: tracing and warm-up.
+# Steps of each phase left out of its step time: tracing and warm-up.
 _WARMUP_STEPS = 3
 
 
-def _mean_ms(durations):
-    """Mean step time in ms, leaving out the first steps (tracing and warm-up)."""
+def step_ms(durations):
+    """A phase's step time in ms: the median of its step `durations` (seconds) after the first
+    few (tracing). A median, since the first step after each new input pipeline (a new EM
+    iteration's soft labels, say) is several times slower and would pull a mean up."""
     steady = durations[_WARMUP_STEPS:] or durations
-    return round(1000 * float(np.mean(steady)), 2) if steady else None
+    return round(1000 * float(np.median(steady)), 2) if steady else None
