@@ -68,8 +68,9 @@ def build_parser():
                             "with their cluster (default 0.5 without --labels, 0 with them; 0 is the paper)")
     group.add_argument("--recluster", choices=["none", "umap"], default=None,
                        help="not in the paper: after each E-step the soft labels are the posteriors of a GMM on a "
-                            "UMAP embedding of the E-net's features (numbered as the E-net's clusters) instead of "
-                            "the E-net's own posteriors (umap, the default without --labels; none is the paper)")
+                            "UMAP embedding of the E-net's features (numbered as the E-net's clusters; the most "
+                            "likely fit whose cluster sizes are no less even than the E-net's) instead of the "
+                            "E-net's own posteriors (umap, the default without --labels; none is the paper)")
     group.add_argument("--generator-loss", choices=["mle", "nonsaturating"], default="mle",
                        help="mle: the paper's -1/2 exp(logit D_c); nonsaturating: -log D_c")
     group.add_argument("--logit-clip", type=float, default=10.0, help="upper clip of the logit in the MLE loss")
