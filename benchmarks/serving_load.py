@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from serving.client import ServingClientError, ZooClient  # noqa: E402
+from serving.client import ZooClient  # noqa: E402
 from trainers.local_cluster import free_ports  # noqa: E402
 
 

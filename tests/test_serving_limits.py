@@ -5,7 +5,6 @@ poller survives whatever it finds on disk. Everything on 127.0.0.1, every loop b
 
 import json
 import re
-import shutil
 import socket
 import time
 
