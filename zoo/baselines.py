@@ -181,7 +181,7 @@ def reclustered(features, probs, seed: int = 0, tolerance: float = EVENNESS_TOLE
     current clusters' (`size_evenness`, within ``tolerance``). Likelihood alone can prefer a fit
     that merges two touching clusters and splits a third (on MNIST 4s with 9s: a 1,000-member
     cluster beside two of 200-270), a clustering the model then learns and keeps; another
-    k-means start often finds an even fit of higher likelihood. If no fit passes, the current
+    k-means start can find an even fit of higher likelihood. If no fit passes, the current
     clusters stay: ``probs`` is returned.
 
     Returns ``(posteriors [N, k], choice)``, choice naming the fit taken: ``"fresh"`` (a k-means
