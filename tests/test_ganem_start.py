@@ -100,7 +100,7 @@ def test_size_evenness():
     assert 0.5 < baselines.size_evenness(merged, 4) < 0.9
 
 
-def test_reclustering_keeps_good_clusters_and_refuses_a_merge(blobs):
+def test_reclustering_keeps_good_clusters_and_falls_back_to_the_models_posteriors(blobs):
     x, y = blobs
     refined, choice = baselines.reclustered(x, np.eye(4, dtype=np.float32)[y], seed=0)
     assert choice in ("fresh", "from_current") and np.mean(refined.argmax(1) == y) > 0.9

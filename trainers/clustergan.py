@@ -23,7 +23,6 @@ one cluster's one-hot code to another's (rows = cluster pairs, z_n fixed).
 import sys
 import time
 
-
 from trainers import common
 
 # Sized for a 2-core CPU: one generator iteration (5 critic updates + one G/E update, batch
