@@ -31,6 +31,26 @@ def test_umap_gmm_finds_separated_clusters(blobs):
     assert metrics.cluster_accuracy(y, w.argmax(1)) > 0.9
 
 
+def test_umap_embedding_finds_neighbours_without_nn_descent(blobs, monkeypatch):
+    # NN-descent's numba compilation costs about a minute a process: small sets skip it.
+    import umap.umap_
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("umap-learn searched for neighbours itself")
+
+    monkeypatch.setattr(umap.umap_, "nearest_neighbors", no_search)
+    x, y = blobs
+    embedding = baselines.umap_embedding(x, seed=0, dims=3)
+    assert embedding.shape == (len(x), 3) and np.isfinite(embedding).all()
+
+
+@pytest.mark.slow
+def test_umap_gmm_with_nn_descent_above_the_exact_search_limit(blobs, monkeypatch):
+    monkeypatch.setattr(baselines, "EXACT_NEIGHBOURS_MAX", 100)
+    x, y = blobs
+    assert metrics.cluster_accuracy(y, baselines.umap_gmm_posteriors(x, 4, seed=0).argmax(1)) > 0.9
+
+
 def test_umap_gmm_from_a_reference_keeps_good_clusters(blobs):
     # Started from the true clusters, the re-clustering keeps them (up to numbering).
     x, y = blobs

@@ -68,6 +68,12 @@ def gmm_pca_posteriors(x, k: int, seed: int = 0, components: int = 50) -> np.nda
     return gmm.fit(z).predict_proba(z).astype(np.float32)
 
 
+#: Up to this many samples, `umap_embedding` finds the exact nearest neighbours itself (a second
+#: or two) instead of letting umap-learn run NN-descent, whose numba compilation costs about a
+#: minute of every new process on a 2-core CPU; above it NN-descent is the faster of the two.
+EXACT_NEIGHBOURS_MAX = 50_000
+
+
 def umap_embedding(x, seed: int = 0, components: int = 50, dims: int = 10, neighbors: int = 15) -> np.ndarray:
     """PCA to ``min(components, D, N-1)`` dims, then a UMAP embedding of those to ``dims`` dims
     (``neighbors`` nearest neighbours, ``min_dist=0``: tight clusters, as for clustering).
@@ -81,10 +87,18 @@ def umap_embedding(x, seed: int = 0, components: int = 50, dims: int = 10, neigh
 
     z = _pca(x, components, seed)
     n = len(z)
+    neighbors = min(int(neighbors), n - 1)
+    knn = (None, None, None)
+    if n <= EXACT_NEIGHBOURS_MAX:
+        from sklearn.neighbors import NearestNeighbors
+
+        # Each sample is its own first neighbour, as in umap-learn's own search.
+        distances, indices = NearestNeighbors(n_neighbors=neighbors).fit(z).kneighbors(z)
+        knn = (indices, distances, None)
     with warnings.catch_warnings():  # "n_jobs overridden by random_state": the seed is the point
         warnings.simplefilter("ignore", UserWarning)
-        return umap.UMAP(n_components=min(int(dims), max(n - 2, 1)), n_neighbors=min(int(neighbors), n - 1),
-                         min_dist=0.0, random_state=int(seed)).fit_transform(z)
+        return umap.UMAP(n_components=min(int(dims), max(n - 2, 1)), n_neighbors=neighbors, min_dist=0.0,
+                         random_state=int(seed), precomputed_knn=knn).fit_transform(z)
 
 
 def _gmm_fits(embedding, k: int, seed: int, reference=None, restarts: int = 1) -> list:
