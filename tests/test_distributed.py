@@ -77,3 +77,15 @@ def test_mirrored_training_moves_the_weights_and_stays_finite(two_cpu_strategy):
     assert all(np.isfinite(float(v)) for v in values.values())
     assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
     assert int(model.d_optimizer.iterations.numpy()) == 4
+
+
+def test_one_replica_reads_whole_batches_and_two_replicas_split_them(two_cpu_strategy):
+    # One replica skips the distributed iterator (its prefetch to the device slows a CPU step).
+    x = np.arange(GLOBAL_BATCH * 4, dtype=np.float32).reshape(-1, 1)
+    one = tf.distribute.MirroredStrategy(["/cpu:0"])
+    whole = next(common.distributed_batches(one, (x,), GLOBAL_BATCH, seed=0))[0]
+    assert isinstance(whole, tf.Tensor) and whole.shape == (GLOBAL_BATCH, 1)
+    split = next(common.distributed_batches(two_cpu_strategy, (x,), GLOBAL_BATCH, seed=0))[0]
+    halves = two_cpu_strategy.experimental_local_results(split)
+    assert [h.shape[0] for h in halves] == [GLOBAL_BATCH // 2] * 2
+    np.testing.assert_array_equal(np.sort(np.concatenate(halves), 0), np.sort(whole.numpy(), 0))
