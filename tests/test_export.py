@@ -146,3 +146,18 @@ def test_export_command_rebuilds_a_checkpointed_run(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "export", "--run", str(tmp_path), "--out", str(out)],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not a run directory" in bad.stderr
+
+
+def test_each_servable_saves_only_the_network_it_serves(tmp_path):
+    """The E-net SavedModel holds the E-net's weights and the generator's the generator's:
+    not the other networks, and no optimizer slots."""
+    model = GANEM(SHAPE, 3, latent_dim=5, embedding_dim=2, seed=2)
+    model.compile()  # builds the three optimizers, whose slots double the model's variables
+    paths = export_servables(model, tmp_path)
+
+    def saved_values(path):
+        entries = tf.train.list_variables(str(path / "variables" / "variables"))
+        return sum(int(np.prod(shape)) for name, shape in entries if "OBJECT_GRAPH" not in name)
+
+    assert saved_values(paths["ganem_enet"]) == model.enet.count_params()
+    assert saved_values(paths["ganem_generator"]) == model.generator.count_params()
