@@ -261,7 +261,14 @@ def main(argv=None) -> int:
     variants = sorted(key for key in per_seed[0] if key.endswith(("_acc", "_nmi", "_ari", "_purity"))
                       and key not in SUMMARY_KEYS and all(isinstance(m.get(key), (int, float)) for m in per_seed))
     model = summarize(per_seed, keys=(*SUMMARY_KEYS, "test_error", *variants))
-    model.update(summarize(per_seed, keys=("wall_seconds", *timings)))
+    model.update(summarize(per_seed, keys=("wall_seconds", "process_seconds", *timings)))
+    # Where the trainers' time went (metrics.json `seconds`), averaged over seeds.
+    activities = sorted({name for m in per_seed for name in m.get("seconds", {})})
+    if activities:
+        model["seconds_mean"] = {name: round(float(np.mean([m.get("seconds", {}).get(name, 0.0) for m in per_seed])), 1)
+                                 for name in activities}
+        print("time per run (mean s): " + ", ".join(f"{name} {value}" for name, value in model["seconds_mean"].items()),
+              flush=True)
     model.update(gain_over_start(per_seed))
     model["per_seed"] = per_seed
 

@@ -26,6 +26,9 @@ def test_jobs_runs_every_seed_and_summarises_them(tmp_path):
     assert len({run["run_dir"] for run in per_seed}) == 2
     assert all(Path(run["run_dir"], "metrics.json").exists() for run in per_seed)
     assert "--seed" in summary["trainer_argv"]["4"] and "4" in summary["trainer_argv"]["4"]
+    # Where the time went, averaged over seeds, from each run's metrics.json `seconds`.
+    assert {"m_steps", "total"} <= set(summary["ganem"]["seconds_mean"])
+    assert summary["ganem"]["process_seconds_mean"] >= summary["ganem"]["wall_seconds_mean"]
 
 
 def test_bad_jobs_is_a_one_line_error(tmp_path):

@@ -86,3 +86,20 @@ def test_step_time_is_a_median_that_a_slow_first_step_per_iteration_does_not_mov
     durations = tracing + iteration + [0.6] + iteration + [0.6] + iteration
     assert step_ms(durations) == 100.0
     assert step_ms([0.2]) == 200.0 and step_ms([]) is None
+
+
+def test_metrics_json_says_where_the_run_time_went(tmp_path):
+    from trainers import ganem
+
+    run_dir = tmp_path / "run"
+    assert ganem.main(["--dataset", "digits", "--batch-size", "32", "--quiet", *SMALL["ganem"],
+                       "--run-dir", str(run_dir)]) in (0, None)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    seconds = metrics["seconds"]
+    expected = {"m_steps", "e_steps", "start_clustering", "posteriors", "checkpoints", "outputs", "export", "other",
+                "total"}
+    assert expected <= set(seconds), seconds
+    # Activities never overlap: what is left over ("other") cannot be negative.
+    assert all(value >= 0 for value in seconds.values()), seconds
+    assert seconds["total"] >= metrics["wall_seconds"]
+    assert abs(sum(v for k, v in seconds.items() if k != "total") - seconds["total"]) < 1.0

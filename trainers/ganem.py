@@ -235,8 +235,9 @@ def main(argv=None):
             w[labelled] = np.eye(k, dtype=np.float32)[y[labelled]]
         return w
 
-    first_soft_labels = with_known_labels(initial_soft_labels(args, x if args.init == "uniform" else dataset.x, y,
-                                                              labelled))
+    with run.timed("start_clustering"):
+        first_soft_labels = with_known_labels(initial_soft_labels(args, x if args.init == "uniform" else dataset.x,
+                                                                  y, labelled))
     soft_labels = tf.Variable(first_soft_labels, name="soft_labels")
     run.track(model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer,
               e_optimizer=model.e_optimizer, soft_labels=soft_labels)
@@ -263,7 +264,8 @@ def main(argv=None):
         numbered as the E-net's own clusters (or `probs` kept), and which fit was taken."""
         from zoo import baselines
 
-        return baselines.reclustered(common.predict_in_batches(embed, x), probs, args.seed)
+        with run.timed("recluster"):
+            return baselines.reclustered(common.predict_in_batches(embed, x), probs, args.seed)
 
     embed = tf.function(model.embed, reduce_retracing=True)
 

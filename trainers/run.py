@@ -6,6 +6,7 @@ drives its own schedule with `run.step_done` after every optimizer update, and e
 with `run.finish`.
 """
 
+import contextlib
 import json
 import math
 import sys
@@ -61,6 +62,7 @@ class Run:
         keras.mixed_precision.set_global_policy("float32" if precision == "off" else f"mixed_{precision}")
         self.global_step = tf.Variable(0, dtype=tf.int64, name="global_step")
         self.timings = {}  # phase -> seconds of every step
+        self.seconds = {}  # activity -> seconds spent in it, for metrics.json's time breakdown
         self.started = time.time()
         self.bad_steps = 0  # consecutive steps with a non-finite loss (skipped in the graph)
         self.recoveries = 0
@@ -108,8 +110,18 @@ class Run:
     def save(self):
         # Only good states are kept: none while the model is skipping non-finite steps.
         if self.step != getattr(self, "_saved_step", None) and not self.bad_steps:
-            self.checkpoints.save()
+            with self.timed("checkpoints"):
+                self.checkpoints.save()
             self._saved_step = self.step
+
+    @contextlib.contextmanager
+    def timed(self, activity):
+        """Counts the seconds spent in the block under `activity` in metrics.json's `seconds`."""
+        tick = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[activity] = self.seconds.get(activity, 0.0) + time.perf_counter() - tick
 
     # -- the loop ------------------------------------------------------------------------
     def replicated_step(self, step_fn):
@@ -120,11 +132,22 @@ class Run:
         self._progress = common.Progress(limit, self.step, quiet=self.args.quiet)
         return self._progress
 
+    def time_breakdown(self):
+        """Where this process's run time went: each activity's seconds (`<phase>_steps`: the
+        optimizer updates of a phase, their input pipelines and tracing included), `other`
+        for the rest (evaluation metrics, logs, the loop itself) and `total`."""
+        total = time.time() - self.started
+        seconds = {name: round(value, 1) for name, value in sorted(self.seconds.items())}
+        seconds["other"] = round(total - sum(self.seconds.values()), 1)
+        seconds["total"] = round(total, 1)
+        return seconds
+
     def step_done(self, phase, description, values, seconds):
         """Books one optimizer update: step counter, timings, progress, logs, periodic checkpoint."""
         values = {name: float(v) for name, v in values.items()}
         timings = self.timings.setdefault(phase, [])
         timings.append(seconds)
+        self.seconds[f"{phase}_steps"] = self.seconds.get(f"{phase}_steps", 0.0) + seconds
         self.global_step.assign_add(1)
         step = self.step
         self._guard_non_finite(step, values)
@@ -201,7 +224,8 @@ class Run:
             self._posterior = tf.function(self.model.cluster_probs, reduce_retracing=True)
         # Asked again at the same step (the trainer's last evaluation, then finish): one pass.
         if self._posterior_cache is None or self._posterior_cache[0] != self.step:
-            self._posterior_cache = (self.step, common.predict_in_batches(self._posterior, self.dataset.data))
+            with self.timed("posteriors"):
+                self._posterior_cache = (self.step, common.predict_in_batches(self._posterior, self.dataset.data))
         return self._posterior_cache[1]
 
     def evaluate(self, probs, subset=None, log=True):
@@ -224,7 +248,8 @@ class Run:
         iterator)."""
         from zoo import baselines
 
-        probs = baselines.start_posteriors(init, self.dataset.x, self.model.num_clusters, self.args.seed)
+        with self.timed("start_clustering"):
+            probs = baselines.start_posteriors(init, self.dataset.x, self.model.num_clusters, self.args.seed)
         initial = dict(self.evaluate(probs, log=False), init=init)
         if self.chief:
             self._progress.write(f"start clustering (--init {init}): {common.format_metrics(initial)}")
@@ -246,7 +271,9 @@ class Run:
         iteration's line."""
         from zoo import baselines
 
-        refined, report["recluster_fit"] = baselines.reclustered(features, self.posteriors(), self.args.seed)
+        probs = self.posteriors()
+        with self.timed("recluster"):
+            refined, report["recluster_fit"] = baselines.reclustered(features, probs, self.args.seed)
         if self.dataset.y is None:
             return refined, ""
         report["recluster_acc"] = common.clustering_metrics(self.dataset.y, refined.argmax(1), self.args.clusters)["acc"]
@@ -290,6 +317,7 @@ class Run:
             return report
         subset = np.arange(len(data)) if subset is None else subset
         probs = self.posteriors()
+        outputs_started = time.perf_counter()
         predictions = probs.argmax(1) if predictions is None else np.asarray(predictions)
         write_assignments(self.dir / "assignments.csv", data, probs, predictions, sheets_dir=self.dir / "clusters")
         if data.kind == "image":
@@ -309,6 +337,7 @@ class Run:
                 plots.scatter_png(embedding, data.y, self.dir / "embedding_by_label.png",
                                   title="embedding (d = 2) by true label", legend_title="label")
         self.writer.flush()
+        self.seconds["outputs"] = time.perf_counter() - outputs_started
 
         results = {
             **report,
@@ -329,8 +358,10 @@ class Run:
             from export import export_servables
 
             metadata = {"dataset": data.name, "metrics": {k: v for k, v in report.items() if k != "cluster_sizes"}}
-            results["export"] = {name: str(path) for name, path in
-                                 export_servables(model, self.dir / "export", metadata=metadata).items()}
+            with self.timed("export"):
+                results["export"] = {name: str(path) for name, path in
+                                     export_servables(model, self.dir / "export", metadata=metadata).items()}
+        results["seconds"] = self.time_breakdown()
         common.write_json(self.dir / "metrics.json", results)
         print(f"run directory: {self.dir} (which sample is in which cluster: assignments.csv"
               + (", clusters/*.png)" if data.kind == "image" else ")"))
