@@ -33,7 +33,7 @@ from trainers import common
 # re-clusterings, so the M-steps are short. With --labels the E-step is 4x longer: the labelled
 # cross-entropy needs the updates.
 DEFAULTS = dict(init="umap", lr_e=2e-4, pseudo_labels=0.5, recluster="umap")
-SCHEDULES = {"unlabelled": dict(em_iterations=5, first_m_steps=1000, m_steps=200, e_steps=200),
+SCHEDULES = {"unlabelled": dict(em_iterations=4, first_m_steps=1000, m_steps=200, e_steps=200),
              "labelled": dict(em_iterations=6, first_m_steps=1500, m_steps=400, e_steps=800)}
 # The paper's method: what --paper sets wherever a flag is not given.
 PAPER = dict(init="uniform", pseudo_labels=0.0, recluster="none", augment="none")
