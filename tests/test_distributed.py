@@ -89,3 +89,11 @@ def test_one_replica_reads_whole_batches_and_two_replicas_split_them(two_cpu_str
     halves = two_cpu_strategy.experimental_local_results(split)
     assert [h.shape[0] for h in halves] == [GLOBAL_BATCH // 2] * 2
     np.testing.assert_array_equal(np.sort(np.concatenate(halves), 0), np.sort(whole.numpy(), 0))
+
+
+def test_input_pipelines_never_autotune():
+    # Deleting an autotuned iterator waits for tf.data's tuning thread (up to a minute), and
+    # every EM iteration replaces its iterators.
+    x = np.zeros((8, 4, 4, 1), np.uint8)
+    assert common.input_pipeline((x, np.arange(8)), 4, seed=0).options().autotune.enabled is False
+    assert common.pipeline_options().deterministic is True

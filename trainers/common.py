@@ -465,9 +465,19 @@ def _read_rows(pixels, indices):
 
 
 def distributed_batches(strategy, arrays, global_batch, seed):
-    """An endless shuffled, batched, prefetched dataset of `arrays`, split across replicas.
-    uint8 arrays are images, made float32 in [0, 1] batch by batch; an array may also be a
-    zoo.data.DiskPixels, whose batches are read from disk as they are needed."""
+    """An iterator over `input_pipeline(arrays, global_batch, seed)`, split across replicas."""
+    ds = input_pipeline(arrays, global_batch, seed)
+    if strategy.num_replicas_in_sync == 1:
+        # One replica needs no splitting, and a distributed iterator's prefetch to the device
+        # made every step up to 2x slower on a 2-core CPU.
+        return iter(ds)
+    return iter(strategy.experimental_distribute_dataset(ds))
+
+
+def input_pipeline(arrays, global_batch, seed):
+    """An endless shuffled, batched, prefetched dataset of `arrays`. uint8 arrays are images,
+    made float32 in [0, 1] batch by batch; an array may also be a zoo.data.DiskPixels, whose
+    batches are read from disk as they are needed."""
     import tensorflow as tf
 
     n = len(arrays[0])
@@ -481,15 +491,25 @@ def distributed_batches(strategy, arrays, global_batch, seed):
         ds = tf.data.Dataset.from_tensor_slices(tuple(arrays))
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
         ds = ds.batch(global_batch, drop_remainder=True)
-    ds = ds.map(lambda *batch: tuple(_to_float(t) for t in batch)).prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
+    ds = ds.map(lambda *batch: tuple(_to_float(t) for t in batch)).prefetch(2)
+    options = pipeline_options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
+def pipeline_options():
+    """tf.data options of every input pipeline here: deterministic, and without autotuning.
+
+    Deleting an iterator waits for tf.data's autotuning thread, which wakes at a period that
+    grows towards a minute; every EM iteration replaces its iterators, and each replacement
+    stalled for up to a minute (measured: 40.8 s for one deletion). The pipelines are a shuffle,
+    a batch and a cast: a fixed `prefetch(2)` keeps the next batches ready without tuning."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
     options.deterministic = True
-    if strategy.num_replicas_in_sync == 1:
-        # One replica needs no splitting, and a distributed iterator's prefetch to the device
-        # made every step up to 2x slower on a 2-core CPU.
-        return iter(ds.with_options(options))
-    return iter(strategy.experimental_distribute_dataset(ds.with_options(options)))
+    options.autotune.enabled = False
+    return options
 
 
 def predict_in_batches(fn, x, batch_size=500):
@@ -502,7 +522,7 @@ def predict_in_batches(fn, x, batch_size=500):
         n = len(x)
         batches = tf.data.Dataset.range(0, n, batch_size).map(
             lambda start: _read_rows(x, tf.range(start, tf.minimum(start + batch_size, n))),
-            num_parallel_calls=2, deterministic=True).prefetch(2)
+            num_parallel_calls=2, deterministic=True).prefetch(2).with_options(pipeline_options())
     else:
         batches = (tf.constant(x[i : i + batch_size]) for i in range(0, len(x), batch_size))
     outs = [fn(_to_float(batch)).numpy() for batch in batches]
