@@ -501,9 +501,9 @@ def pipeline_options():
     """tf.data options of every input pipeline here: deterministic, and without autotuning.
 
     Deleting an iterator waits for tf.data's autotuning thread, which wakes at a period that
-    grows towards a minute; every EM iteration replaces its iterators, and each replacement
-    stalled for up to a minute (measured: 40.8 s for one deletion). The pipelines are a shuffle,
-    a batch and a cast: a fixed `prefetch(2)` keeps the next batches ready without tuning."""
+    grows towards a minute, and every EM iteration replaces its iterators (docs/models/ganem.md,
+    Speed). The pipelines are a shuffle, a batch and a cast: a fixed `prefetch(2)` keeps the
+    next batches ready without tuning."""
     import tensorflow as tf
 
     options = tf.data.Options()
