@@ -137,8 +137,9 @@ class Run:
         optimizer updates of a phase, their input pipelines and tracing included), `other`
         for the rest (evaluation metrics, logs, the loop itself) and `total`."""
         total = time.time() - self.started
-        seconds = {name: round(value, 1) for name, value in sorted(self.seconds.items())}
-        seconds["other"] = round(total - sum(self.seconds.values()), 1)
+        spent = {**self.seconds, **{f"{phase}_steps": sum(times) for phase, times in self.timings.items()}}
+        seconds = {name: round(value, 1) for name, value in sorted(spent.items())}
+        seconds["other"] = round(total - sum(spent.values()), 1)
         seconds["total"] = round(total, 1)
         return seconds
 
@@ -147,7 +148,6 @@ class Run:
         values = {name: float(v) for name, v in values.items()}
         timings = self.timings.setdefault(phase, [])
         timings.append(seconds)
-        self.seconds[f"{phase}_steps"] = self.seconds.get(f"{phase}_steps", 0.0) + seconds
         self.global_step.assign_add(1)
         step = self.step
         self._guard_non_finite(step, values)
@@ -317,27 +317,28 @@ class Run:
             return report
         subset = np.arange(len(data)) if subset is None else subset
         probs = self.posteriors()
-        outputs_started = time.perf_counter()
-        predictions = probs.argmax(1) if predictions is None else np.asarray(predictions)
-        write_assignments(self.dir / "assignments.csv", data, probs, predictions, sheets_dir=self.dir / "clusters")
-        if data.kind == "image":
-            noise = model.sample_latent(10, seed=self.args.seed)
-            samples = np.stack([model.generate(noise, tf.fill([10], c)).numpy() for c in range(model.num_clusters)])
-            plots.sample_grid(samples, self.dir / "samples.png", title=f"{title} samples (row = cluster), step {step}")
-            with self.writer.as_default(step=step):
-                tf.summary.image("samples", plots.grid_image(samples)[None])
-        if data.y is not None:
-            plots.confusion_png(data.y[subset], predictions[subset], model.num_clusters, self.dir / "confusion.png",
-                                title=f"{title} on {data.name}: ACC {report['acc']:.3f}", class_names=data.class_names)
-        if model.embedding_size == 2:
-            embedding = common.predict_in_batches(tf.function(model.embed, reduce_retracing=True), data.data)
-            plots.scatter_png(embedding, predictions, self.dir / "embedding_by_cluster.png",
-                              title="embedding (d = 2) by cluster", legend_title="cluster")
+        with self.timed("outputs"):
+            predictions = probs.argmax(1) if predictions is None else np.asarray(predictions)
+            write_assignments(self.dir / "assignments.csv", data, probs, predictions, sheets_dir=self.dir / "clusters")
+            if data.kind == "image":
+                noise = model.sample_latent(10, seed=self.args.seed)
+                samples = np.stack([model.generate(noise, tf.fill([10], c)).numpy() for c in range(model.num_clusters)])
+                plots.sample_grid(samples, self.dir / "samples.png",
+                                  title=f"{title} samples (row = cluster), step {step}")
+                with self.writer.as_default(step=step):
+                    tf.summary.image("samples", plots.grid_image(samples)[None])
             if data.y is not None:
-                plots.scatter_png(embedding, data.y, self.dir / "embedding_by_label.png",
-                                  title="embedding (d = 2) by true label", legend_title="label")
-        self.writer.flush()
-        self.seconds["outputs"] = time.perf_counter() - outputs_started
+                plots.confusion_png(data.y[subset], predictions[subset], model.num_clusters,
+                                    self.dir / "confusion.png", title=f"{title} on {data.name}: ACC {report['acc']:.3f}",
+                                    class_names=data.class_names)
+            if model.embedding_size == 2:
+                embedding = common.predict_in_batches(tf.function(model.embed, reduce_retracing=True), data.data)
+                plots.scatter_png(embedding, predictions, self.dir / "embedding_by_cluster.png",
+                                  title="embedding (d = 2) by cluster", legend_title="cluster")
+                if data.y is not None:
+                    plots.scatter_png(embedding, data.y, self.dir / "embedding_by_label.png",
+                                      title="embedding (d = 2) by true label", legend_title="label")
+            self.writer.flush()
 
         results = {
             **report,
