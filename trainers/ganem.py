@@ -87,7 +87,7 @@ def build_parser():
                        help="random shifts (up to 10%% of the side) and rotations (up to 10 degrees) of the "
                             "E-net's training images, not in the paper: none; labelled (the labelled batch of "
                             "--labels); all (the generated samples too, the default with --labels on images: "
-                            "README, Results); images only")
+                            "docs/models/ganem.md, Results); images only")
     group.add_argument("--fixed-prior", action="store_true", help="keep pi uniform instead of learning it")
     group.add_argument("--architecture", choices=["auto", "conv", "mlp"], default="auto",
                        help="networks: auto picks conv for square images, mlp for vectors and small images")
@@ -101,7 +101,7 @@ def build_parser():
     group.add_argument("--lr-e-decay", choices=["none", "cosine"], default=None,
                        help="E-net learning rate over the run: constant (none; the default without --labels) or "
                             "cosine decay to 10%% over all E-steps (the default with --labels: the last EM "
-                            "iterations then refine the E-net instead of moving it; README, Results)")
+                            "iterations then refine the E-net instead of moving it; docs/models/ganem.md, Results)")
     return parser
 
 
@@ -341,7 +341,7 @@ def main(argv=None):
                                              if "soft_labels" in report else ""))
                 empty = k - len(np.unique(probs.argmax(1)))
                 if empty and args.variant == "paper" and not hinted_empty:
-                    # The paper's K sigmoid heads lose clusters when K is large (README, Results).
+                    # The paper's K sigmoid heads lose clusters when K is large (docs/models/ganem.md, Results).
                     hinted_empty = True
                     run.note(f"{empty} of {k} clusters hold no real sample; with many clusters "
                              f"--variant authors-code keeps them (its D is a (K+1)-way softmax)")

@@ -27,7 +27,7 @@ where it matters):
   could still let two clusters merge while the others moved apart, and on
   `synthetic:clusters=4` two blobs merged after 1,000-1,500 steps in 2 of 3 seeds. Even so,
   on images the features D learns for the game cluster worse than its random initial
-  features (see README).
+  features (see docs/models/kmgan.md).
 * Zoo contract: every model has a generator per cluster. With `conditional=True` (default)
   G takes the one-hot cluster c and a fake's class is c, so the K-Means labels play exactly
   the role of CGAN's real labels, which is the paper's motivation. With `conditional=False`
