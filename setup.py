@@ -35,7 +35,8 @@ setup(
         "grpcio",  # serving.server / serving.client (also pulled in by tensorflow-serving-api)
         "Pillow",  # image folders, PNG input of serving.client (also pulled in by matplotlib)
     ],
-    extras_require={"test": ["pytest"]},
+    # ruff: the lint CI runs (ruff.toml), pinned to a minor release, since new ones add rules.
+    extras_require={"test": ["pytest", "ruff~=0.17.0"]},
     entry_points={
         "console_scripts": [
             "zoo-ganem=trainers.ganem:cli",

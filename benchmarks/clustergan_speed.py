@@ -113,15 +113,14 @@ def main(argv=None):
         sys.exit(f"{PROG}: error: --warmup must be >= 0 (got {args.warmup})")
     try:
         dataset = common.zoo_data.load_dataset(args.dataset, seed=args.seed)
-        common.zoo_data.check_num_clusters(args.clusters, len(dataset))
-    except common.zoo_data.DataError as err:
+        common.check_fits(args.clusters, args.batch_size, len(dataset))
+    except (common.zoo_data.DataError, common.UsageError) as err:
         sys.exit(f"{PROG}: error: {err}")
 
     import keras
     import tensorflow as tf
 
     from zoo.clustergan import ClusterGAN
-    from zoo.optimizers import Adam
 
     keras.utils.set_random_seed(args.seed)
     strategy = common.make_strategy(args.strategy)
@@ -131,22 +130,21 @@ def main(argv=None):
                            sigma=DEFAULTS["sigma"], beta_n=DEFAULTS["beta_n"], beta_c=DEFAULTS["beta_c"],
                            gp_weight=DEFAULTS["gp_weight"], n_critic=args.n_critic, g_batch_size=args.batch_size,
                            seed=args.seed)
-        adam = lambda: Adam(DEFAULTS["lr"], beta_1=0.5, beta_2=0.9)  # noqa: E731
-        model.compile(g_optimizer=adam(), d_optimizer=adam(), e_optimizer=adam())
+        model.compile()  # the trainer's default optimizers
 
     batches = common.distributed_batches(strategy, (dataset.x,), args.batch_size, args.seed)
     if args.jit == "whole-step":
         if strategy.num_replicas_in_sync != 1:
             sys.exit(f"{PROG}: error: --jit whole-step needs one replica (XLA compiles for one device); "
                      f"use --jit per-replica with {strategy.num_replicas_in_sync} replicas")
-        critic_step, generator_step = whole_step_jit(strategy, model.train_step), whole_step_jit(
-            strategy, model.generator_train_step)
+        critic_step, generator_step = whole_step_jit(strategy, model.critic_step), whole_step_jit(
+            strategy, model.generator_step)
     else:
         def per_replica(fn):
             return tf.function(fn, jit_compile=True) if args.jit else fn
 
-        critic_step = common.replicated_step(strategy, per_replica(model.train_step))
-        generator_step = common.replicated_step(strategy, per_replica(model.generator_train_step))
+        critic_step = common.replicated_step(strategy, per_replica(model.critic_step))
+        generator_step = common.replicated_step(strategy, per_replica(model.generator_step))
 
     def iteration():
         """One training iteration; returns (critic seconds, generator seconds)."""

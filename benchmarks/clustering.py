@@ -38,7 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from trainers.common import HelpFormatter  # noqa: E402
+from trainers.common import HelpFormatter, UsageError, check_fits  # noqa: E402
 from zoo import data as zoo_data  # noqa: E402
 from zoo.baselines import BASELINES, SUMMARY_KEYS, run_baselines, summarize  # noqa: E402
 from zoo.registry import MODELS  # noqa: E402
@@ -212,8 +212,8 @@ def main(argv=None) -> int:
         _die(err)
     k = args.clusters or first.num_classes or 10
     try:
-        zoo_data.check_num_clusters(k, len(first))
-    except zoo_data.DataError as err:
+        check_fits(k, 1, len(first))
+    except UsageError as err:
         _die(err)
     if first.y is None and not args.no_baselines:
         _die(f"dataset '{first.name}' has no labels, so nothing can be scored")
@@ -310,7 +310,7 @@ def main(argv=None) -> int:
     judged = [run["judge"] for run in model["per_seed"] if "class_histogram" in run.get("judge", {})]
     if judged and len(judged) == len(model["per_seed"]):
         # As the KM-GAN paper's Fashion figure: which classes the generated samples are.
-        from trainers import plots
+        from zoo import plots
 
         fd = [j["fd_classifier"] for j in judged]
         figure = out.with_name(out.stem + "_classes.png")

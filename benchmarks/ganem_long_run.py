@@ -28,7 +28,9 @@ if str(REPO) not in sys.path:
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from clustering import fresh_directory, machine_info, split_argv  # noqa: E402
+
 from trainers.common import HelpFormatter  # noqa: E402
+from trainers.run import read_history  # noqa: E402
 
 # The authors' schedule, scaled to mnist5k: 5 passes of 78 batches, 200 E-net updates, x0.98.
 AUTHORS_SHAPE = ["--init", "uniform", "--first-m-steps", "390", "--m-steps", "390", "--e-steps", "200",
@@ -51,16 +53,7 @@ def build_parser():
 
 
 def history(run_dir):
-    path = Path(run_dir) / "history.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut off by the stop
-            pass
-    return rows
+    return read_history(run_dir, "em_iteration")
 
 
 def curve(rows):
@@ -74,7 +67,8 @@ def main(argv=None):
     if args.plot_only:
         run_dir, wall = Path(args.plot_only), None
     else:
-        run_dir = fresh_directory(REPO / "benchmarks" / "runs" / f"ganem_long_run_{args.tag}-{time.strftime('%Y%m%d-%H%M%S')}")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = fresh_directory(REPO / "benchmarks" / "runs" / f"ganem_long_run_{args.tag}-{stamp}")
         cmd = [sys.executable, "-m", "trainers.ganem", "--dataset", args.dataset, "--seed", str(args.seed),
                "--run-dir", str(run_dir), "--quiet", "--no-export", *AUTHORS_SHAPE, *trainer_flags]
         print("running", " ".join(cmd), flush=True)
@@ -96,7 +90,7 @@ def main(argv=None):
         other_rows = history(other)
         flags = json.loads((Path(other) / "config.json").read_text()) if (Path(other) / "config.json").exists() else {}
         series[f"{Path(other).parent.name}/{Path(other).name} (--init {flags.get('init', '?')})"] = curve(other_rows)
-    from trainers import plots
+    from zoo import plots
 
     figure = results / f"ganem_long_run_{args.tag}.png"
     plots.time_curves_png(series, figure, "wall seconds", "ACC (Hungarian)",

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""GAN-EM's results table (seed 001), reproduced on the data available offline.
+"""The GAN-EM paper's results table, reproduced on the data available offline.
 
 For every row of the paper's MNIST table that can be run here (unsupervised K = 10,
 20, 30; semi-supervised with 100 and 1000 labels) it runs `benchmarks/ganem_mnist5k.py`

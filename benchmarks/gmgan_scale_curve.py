@@ -44,7 +44,8 @@ def summarise(result):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python benchmarks/gmgan_scale_curve.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/gmgan_scale_curve.py",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="mnist5k", help="dataset slug of benchmarks/results/gmgan_<dataset>.json")
     parser.add_argument("--results", default=str(RESULTS), help="folder of benchmark JSON files")
     args = parser.parse_args(argv)
@@ -72,7 +73,7 @@ def main(argv=None):
         print(f"| {s:g} | " + " | ".join(f"{curve[f'{k}_mean'][i]:.3f} ± {curve[f'{k}_std'][i]:.3f}" for k in KEYS)
               + " |")
 
-    from trainers import plots
+    from zoo import plots
 
     plots.curve_png(curve["scales"], {"quality": curve["quality_mean"], "diversity": curve["diversity_mean"]},
                     out.with_suffix(".png"), xlabel="sampling scale s (sigma_k x s)",

@@ -64,7 +64,7 @@ def main(argv=None):
     w = np.full((len(dataset), 10), 0.1, np.float32)
     batches = common.distributed_batches(strategy, (dataset.x, w), args.batch_size, 0)
     steps = {(phase, jit): common.replicated_step(strategy, fn, jit=jit)
-             for phase, fn in (("m", model.train_step), ("e", model.enet_train_step)) for jit in (False, True)}
+             for phase, fn in (("m", model.m_step), ("e", model.e_step)) for jit in (False, True)}
     times = {key: [] for key in steps}
     warmup = {}
     for key, step in steps.items():  # tracing and XLA compilation, untimed
@@ -85,7 +85,8 @@ def main(argv=None):
     result = {
         "benchmark": "jit_speed", "model": "ganem", "dataset": args.dataset, "batch_size": args.batch_size,
         "replicas": strategy.num_replicas_in_sync, "mixed_precision": args.mixed_precision,
-        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"), "rounds": args.rounds, "steps_per_round": args.steps,
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"), "rounds": args.rounds,
+        "steps_per_round": args.steps,
         "ms_per_m_step": {"no_jit": ms(("m", False)), "jit": ms(("m", True))},
         "ms_per_e_step": {"no_jit": ms(("e", False)), "jit": ms(("e", True))},
         "speedup_m_step": round(ms(("m", False)) / ms(("m", True)), 3),

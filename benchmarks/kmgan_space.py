@@ -28,7 +28,8 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--train-steps", type=int, default=600)
     parser.add_argument("--coverage-threshold", type=float, default=0.02,
-                        help="a class counts as covered when at least this share of generated samples is judged to be it")
+                        help="a class counts as covered when at least this share of generated samples is judged "
+                             "to be it")
     parser.add_argument("--work-dir", default="/tmp/kmgan_space")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "kmgan_space_mnist5k.json"))
     args = parser.parse_args(argv)

@@ -43,8 +43,8 @@ def launch(run_dir, flags, workers):
             sys.exit(f"multiworker_overhead.py: error: a trainer failed (exit {p.returncode}): "
                      f"{err.strip().splitlines()[-1] if err.strip() else ''}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {key: metrics[key] for key in ("steps", "wall_seconds", "ms_per_m_step", "ms_per_e_step", "replicas", "acc")}\
-        | {"process_seconds": round(seconds, 1)}
+    kept = ("steps", "wall_seconds", "ms_per_m_step", "ms_per_e_step", "replicas", "acc")
+    return {key: metrics[key] for key in kept} | {"process_seconds": round(seconds, 1)}
 
 
 def main(argv=None):

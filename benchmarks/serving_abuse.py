@@ -268,7 +268,8 @@ def rest_abuse(port, tally, shape, rounds):
                 data += chunk
         except TimeoutError:
             pass
-        tally.add("rest_desync_attempt", f"{data.count(b'HTTP/1.1 ')} responses to 2 requests", {"2 responses to 2 requests"})
+        tally.add("rest_desync_attempt", f"{data.count(b'HTTP/1.1 ')} responses to 2 requests",
+                  {"2 responses to 2 requests"})
 
 
 def rest_largest_valid(port, tally, shape, count=2):
@@ -296,7 +297,8 @@ def slow_and_idle(rest_port, grpc_port, tally, idle=200, trickle=8, seconds=8.0)
         for _ in range(trickle):
             try:
                 sock = socket.create_connection((HOST, rest_port), timeout=5)
-                sock.sendall(b"POST /v1/models/ganem_enet:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+                sock.sendall(b"POST /v1/models/ganem_enet:predict HTTP/1.1\r\nHost: x\r\n"
+                             b"Content-Length: 100000\r\n\r\n")
                 trickling.append(sock)
             except OSError:
                 tally.add("rest_trickled_body", "refused at connect")

@@ -44,8 +44,8 @@ if str(REPO) not in sys.path:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-
 from clustergan_speed import machine_info  # noqa: E402
+
 from trainers import common  # noqa: E402
 
 MODELS = ("ganem", "clustergan", "gmgan", "kmgan")
@@ -56,13 +56,13 @@ def phases(name, model, args):
     with its default flags: 'soft' = (x, soft labels w), 'labelled' = (x, cluster ids) as
     the pseudo-labelled batches of a start clustering, 'x' = real samples alone."""
     if name == "ganem":
-        return [("m", model.train_step, "soft"), ("e", model.enet_train_step, "labelled")]
+        return [("m", model.m_step, "soft"), ("e", model.e_step, "labelled")]
     if name == "clustergan":
-        return [("critic", model.train_step, "x"), ("generator", model.generator_train_step, "labelled")]
+        return [("critic", model.critic_step, "x"), ("generator", model.generator_step, "labelled")]
     if name == "gmgan":
-        return [("gan", model.train_step, "labelled"),
-                ("enet", lambda data: model.enet_train_step(data, scale=args.enet_scale), "labelled")]
-    return [("train", model.train_step, "labelled")]
+        return [("gan", model.gan_step, "labelled"),
+                ("enet", lambda data: model.e_step(data, scale=args.enet_scale), "labelled")]
+    return [("train", model.alternation_step, "labelled")]
 
 
 def batch_arrays(dataset, k, seed):

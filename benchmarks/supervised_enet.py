@@ -77,8 +77,9 @@ def main(argv=None):
     for labels in args.labels:
         tick = time.time()
         errors = [error_after_training(dataset, labels, seed, args.steps, args.augment) for seed in args.seeds]
-        rows.append({"labels": labels, "test_error_mean": float(np.mean(errors)), "test_error_std": float(np.std(errors)),
-                     "per_seed": dict(zip(map(str, args.seeds), errors)), "seconds": round(time.time() - tick, 1)})
+        rows.append({"labels": labels, "test_error_mean": float(np.mean(errors)),
+                     "test_error_std": float(np.std(errors)), "per_seed": dict(zip(map(str, args.seeds), errors)),
+                     "seconds": round(time.time() - tick, 1)})
         print(f"{labels} labels: test error {100 * np.mean(errors):.2f} ± {100 * np.std(errors):.2f} % "
               f"({len(errors)} seeds)", flush=True)
     suffix = "_augment" if args.augment else ""

@@ -47,7 +47,7 @@ def load_rows(results_dir):
 
 
 # Trainer flags that leave a run at its defaults (they change what is written, not what is learned).
-_NEUTRAL_FLAGS = {"--no-export", "--no-judge", "--quiet"}
+_NEUTRAL_FLAGS = {"--no-export", "--no-judge", "--quiet"}  # --no-judge: older runs
 BASELINE_NAMES = {"kmeans_pixels": "k-means on pixels", "gmm_pca50": "GMM on PCA-50", "umap_gmm": "UMAP + GMM"}
 
 

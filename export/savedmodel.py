@@ -199,8 +199,8 @@ def export_servables(model, base_dir, metadata=None, version=None):
                 _set_method_name(path, "classify", CLASSIFY_METHOD)
             extra = path / "assets.extra"
             extra.mkdir(exist_ok=True)
-            (extra / "zoo.json").write_text(json.dumps({**info, "servable": name, "kind": kind, "version": target_version},
-                                                       indent=2, default=str) + "\n")
+            described = {**info, "servable": name, "kind": kind, "version": target_version}
+            (extra / "zoo.json").write_text(json.dumps(described, indent=2, default=str) + "\n")
             _write_warmup(extra / "tf_serving_warmup_requests", name, kind, model)
         _fsync_tree(staging)
         for name in names:

@@ -4,9 +4,12 @@
     client = ZooClient("localhost", 8500, model="ganem")                 # gRPC
     client = ZooClient("localhost", 8501, model="ganem", protocol="rest")  # same interface
     client.classify(images)   # {"probabilities": [N, K], "cluster": [N], "embedding": [N, d]}
-    client.embed(images)      # [N, d]
-    client.generate(cluster=3, count=8, seed=0)   # [8, H, W, C]
+    client.cluster_probs(images), client.embed(images)   # [N, K], [N, d]
+    client.sample(cluster=3, count=8, seed=0)   # [8, H, W, C], noise drawn on the server
+    client.generate(noise, cluster)   # [N, H, W, C] from noise [N, latent_dim] and ids [N]
     client.metadata()         # servables, versions, signatures and their input shapes
+
+The same names, arguments and outputs as the zoo's Keras models and `zoo.load(...)`.
 
 Large inputs are sent in batches of `max_batch`; a call that fails with UNAVAILABLE
 (server starting, restarting, unreachable) or RESOURCE_EXHAUSTED (every model call slot
@@ -27,11 +30,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from zoo.hub import cluster_ids  # noqa: E402
 
 RETRIED = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
 HTTP_CODES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
@@ -130,17 +135,34 @@ class ZooClient:
         """images [N, ...] in [0, 1] -> {"probabilities", "cluster", "embedding"}."""
         return self._batched(self.enet, "serving_default", images)
 
+    def cluster_probs(self, images):
+        return self.classify(images)["probabilities"]
+
     def embed(self, images):
         return self.classify(images)["embedding"]
 
-    def generate(self, cluster, count=1, seed=0, scale=None):
+    def sample(self, cluster, count=1, seed=0, scale=None):
         """`count` samples of `cluster` (an int, or one id per sample), noise drawn on the server
         from `seed`; `scale` (GM-GAN only) multiplies the latent spread."""
-        clusters = np.full([count], cluster, np.int64) if np.ndim(cluster) == 0 else np.asarray(cluster, np.int64)
-        inputs = {"cluster": clusters, "seed": np.int64(seed)}
+        inputs = {"cluster": cluster_ids(cluster, count), "seed": np.int64(seed)}
         if scale is not None:
             inputs["scale"] = np.float32(scale)
         return self._predict(self.generator, "sample", inputs)["images"]
+
+    def generate(self, *args, **kwargs):
+        """generate(noise, cluster): samples of noise [N, latent_dim] and cluster ids [N].
+        The old generate(cluster, count, seed) still draws, with a DeprecationWarning: it is
+        `sample` now."""
+        if (args and np.ndim(args[0]) >= 2) or "noise" in kwargs:
+            return self._generate(*args, **kwargs)
+        warnings.warn("ZooClient.generate(cluster, count, seed) is now sample(cluster, count, seed); "
+                      "generate(noise, cluster) takes the noise, as the zoo's models do", DeprecationWarning,
+                      stacklevel=2)
+        return self.sample(*args, **kwargs)
+
+    def _generate(self, noise, cluster):
+        inputs = {"noise": np.asarray(noise, np.float32), "cluster": np.asarray(cluster, np.int64)}
+        return self._predict(self.generator, "serving_default", inputs)["images"]
 
     def metadata(self):
         """{servable: {"version", "signatures": {name: {"inputs": {key: shape}, "outputs": {key: shape}}}}};
@@ -230,9 +252,9 @@ def main(argv=None):
             for path, cluster, probs in zip(args.images, result["cluster"], result["probabilities"]):
                 print(json.dumps({"image": path, "cluster": int(cluster), "probability": round(float(probs.max()), 4)}))
         else:
-            images = client.generate(args.cluster, args.count, args.seed, args.scale)
+            images = client.sample(args.cluster, args.count, args.seed, args.scale)
             if images.ndim == 4:
-                from trainers import plots
+                from zoo import plots
 
                 plots.sample_grid(images[None], args.out, title=f"{args.model}: cluster {args.cluster}")
                 print(f"wrote {args.out}")

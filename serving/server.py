@@ -380,8 +380,14 @@ class Admission:
 # -- gRPC ------------------------------------------------------------------------------------
 def _grpc_services(registry, admission):
     import tensorflow as tf
-    from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
-                                         model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
+    from tensorflow_serving.apis import (
+        classification_pb2,
+        get_model_metadata_pb2,
+        get_model_status_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+    )
 
     def guarded(method):
         def wrapper(self, request, context):

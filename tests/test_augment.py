@@ -60,7 +60,7 @@ def test_augmented_e_step_trains_on_the_labelled_batch(augment):
     x_l = tf.random.stateless_uniform((6, 8, 8, 1), seed=[1, 2])
     y_l = tf.constant([0, 1, 2, 0, 1, 2])
     before = [v.numpy().copy() for v in model.enet.trainable_variables]
-    out = tf.function(model.enet_train_step)((x_l, y_l))
+    out = tf.function(model.e_step)((x_l, y_l))
     assert np.isfinite(float(out["e_loss_labelled"]))
     assert any(not np.allclose(a, b.numpy()) for a, b in zip(before, model.enet.trainable_variables))
 

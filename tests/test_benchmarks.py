@@ -109,7 +109,8 @@ def test_accuracy_time_figure_takes_each_models_newest_default_run(tmp_path):
 def test_step_overhead_times_the_trainers_step_against_a_minimal_one(tmp_path):
     out = tmp_path / "overhead.json"
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "step_overhead.py"), "--models", "ganem",
-                             "--dataset", "digits", "--rounds", "1", "--steps", "2", "--warmup", "1", "--instances", "2",
+                             "--dataset", "digits", "--rounds", "1", "--steps", "2", "--warmup", "1",
+                             "--instances", "2",
                              "--out", str(out)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

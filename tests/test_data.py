@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from zoo import data
-from zoo.data import DataError, check_num_clusters, labeled_subset, load_dataset
+from zoo.data import DataError, labeled_subset, load_dataset
 
 
 def raises_one_line(match, func, *args, **kwargs):
@@ -307,15 +307,6 @@ def test_tfds_conversion_with_mock_data(tmp_path):
 
 
 # --------------------------------------------------------------------------- helpers
-
-def test_check_num_clusters():
-    check_num_clusters(2, 2)
-    check_num_clusters(10, 5000)
-    assert raises_one_line("at least 2", check_num_clusters, 1, 10) == \
-        "--clusters must be at least 2 (got 1)"
-    assert raises_one_line("exceeds", check_num_clusters, 6000, 5000) == \
-        "--clusters 6000 exceeds the number of samples (5000)"
-
 
 def test_labeled_subset_balanced_and_deterministic():
     y = np.repeat(np.arange(4), 30)

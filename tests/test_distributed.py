@@ -51,10 +51,10 @@ def test_two_replicas_match_one_replica_on_the_same_global_batch(two_cpu_strateg
     one = tf.distribute.OneDeviceStrategy("/cpu:0")
     single, mirrored = build(one), build(two_cpu_strategy)
     mirrored.set_weights(single.get_weights())
-    single_m, mirrored_m = common.replicated_step(one, single.train_step), common.replicated_step(
-        two_cpu_strategy, mirrored.train_step)
-    single_e, mirrored_e = common.replicated_step(one, single.enet_train_step), common.replicated_step(
-        two_cpu_strategy, mirrored.enet_train_step)
+    single_m, mirrored_m = common.replicated_step(one, single.m_step), common.replicated_step(
+        two_cpu_strategy, mirrored.m_step)
+    single_e, mirrored_e = common.replicated_step(one, single.e_step), common.replicated_step(
+        two_cpu_strategy, mirrored.e_step)
     single_batches, mirrored_batches = real_batches(one), real_batches(two_cpu_strategy)
 
     for _ in range(3):
@@ -70,7 +70,7 @@ def test_two_replicas_match_one_replica_on_the_same_global_batch(two_cpu_strateg
 def test_mirrored_training_moves_the_weights_and_stays_finite(two_cpu_strategy):
     model = build(two_cpu_strategy)
     before = [w.copy() for w in model.get_weights()]
-    m_step = common.replicated_step(two_cpu_strategy, model.train_step)
+    m_step = common.replicated_step(two_cpu_strategy, model.m_step)
     batches = real_batches(two_cpu_strategy)
     for _ in range(4):
         values = m_step(batches)

@@ -6,8 +6,7 @@ import os
 import pytest
 from tensorflow.core.protobuf import saved_model_pb2
 
-from export import export_servables
-from export import savedmodel
+from export import export_servables, savedmodel
 from zoo.ganem import GANEM
 from zoo.hub import paired_version_dirs
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from test_trainer_cli import SMALL, run_trainer
+
 from zoo.data import load_dataset
 from zoo.ganem import GANEM
 
@@ -63,7 +63,8 @@ def test_learned_prior_moves_towards_unbalanced_proportions(tmp_path):
     keep = np.concatenate([np.flatnonzero(data.y == 0)[:800], np.flatnonzero(data.y == 1)[:200]])
     np.savez(tmp_path / "unbalanced.npz", x=data.x[keep], y=data.y[keep])
     common = ["--dataset", str(tmp_path / "unbalanced.npz"), "--clusters", "2", "--init", "kmeans",
-              "--paper", "--em-iterations", "2", "--m-steps", "60", "--e-steps", "60", "--lr-e", "1e-3", "--quiet", "--no-export"]
+              "--paper", "--em-iterations", "2", "--m-steps", "60", "--e-steps", "60", "--lr-e", "1e-3", "--quiet",
+              "--no-export"]
     learned = run_trainer(*common, "--run-dir", str(tmp_path / "learned"))
     fixed = run_trainer(*common, "--fixed-prior", "--run-dir", str(tmp_path / "fixed"))
     assert learned.returncode == 0 and fixed.returncode == 0, learned.stderr[-2000:] + fixed.stderr[-2000:]
@@ -102,17 +103,14 @@ def test_labels_on_unlabelled_data_is_a_one_line_error(tmp_path):
 
 
 def test_initial_clusters_are_renumbered_to_the_classes_of_labelled_examples():
-    import argparse
-
     from trainers.ganem import initial_soft_labels
     from zoo.data import labeled_subset
     from zoo.metrics import cluster_accuracy
 
     data = load_dataset("digits")
-    args = argparse.Namespace(clusters=10, init="kmeans", seed=0)
     labelled = labeled_subset(data.y, 100, 10, 0)
-    unaligned = initial_soft_labels(args, data.x).argmax(1)
-    aligned = initial_soft_labels(args, data.x, data.y, labelled).argmax(1)
+    unaligned = initial_soft_labels("kmeans", data.x, 10, 0).argmax(1)
+    aligned = initial_soft_labels("kmeans", data.x, 10, 0, data.y, labelled).argmax(1)
     # Same partition, new numbering: cluster c now means class c, nearly as well as the best matching.
     assert cluster_accuracy(data.y, aligned) == pytest.approx(cluster_accuracy(data.y, unaligned))
     assert np.mean(aligned == data.y) > cluster_accuracy(data.y, unaligned) - 0.05
@@ -120,8 +118,6 @@ def test_initial_clusters_are_renumbered_to_the_classes_of_labelled_examples():
 
 
 def test_label_spreading_init_keeps_labels_and_beats_renumbered_gmm():
-    import argparse
-
     from trainers.ganem import initial_soft_labels
     from zoo.data import labeled_subset
 
@@ -130,10 +126,10 @@ def test_label_spreading_init_keeps_labels_and_beats_renumbered_gmm():
     unlabelled = np.setdiff1d(np.arange(len(data)), labelled)
     error = {}
     for init in ("spread", "gmm"):
-        w = initial_soft_labels(argparse.Namespace(clusters=10, init=init, seed=0), data.x, data.y, labelled)
+        w = initial_soft_labels(init, data.x, 10, 0, data.y, labelled)
         assert w.shape == (len(data), 10) and np.allclose(w.sum(1), 1.0, atol=1e-5)
         error[init] = float(np.mean(w.argmax(1)[unlabelled] != data.y[unlabelled]))
-    w = initial_soft_labels(argparse.Namespace(clusters=10, init="spread", seed=0), data.x, data.y, labelled)
+    w = initial_soft_labels("spread", data.x, 10, 0, data.y, labelled)
     np.testing.assert_array_equal(w[labelled], np.eye(10)[data.y[labelled]])
     assert error["spread"] < error["gmm"], error
 

@@ -13,8 +13,7 @@ import tensorflow as tf
 
 from trainers import common
 from trainers.gmgan import schedule
-from zoo import registry
-from zoo.gmgan import SCALES, GMGAN, balanced_samples, scale_curve
+from zoo.gmgan import GMGAN, SCALES, balanced_samples, scale_curve
 
 SHAPE = (8, 8, 1)  # small images: MLP networks, fast
 
@@ -37,18 +36,9 @@ def _changed(before, parts):
 
 
 # -- the mixture -------------------------------------------------------------------------------
-def test_config_round_trip_and_registry():
-    model = GMGAN((6,), 4, latent_dim=5, mean_range=2.0, sigma=0.5, latent="static", supervised=True,
-                  e_batch_size=16, architecture="mlp", seed=3)
-    config = model.get_config()
-    clone = GMGAN.from_config(config)
-    assert clone.get_config() == config
-    for key, value in dict(latent_dim=5, mean_range=2.0, sigma=0.5, latent="static", supervised=True,
-                           e_batch_size=16, architecture="mlp", seed=3, num_clusters=4).items():
-        assert config[key] == value, key
-    np.testing.assert_array_equal(clone.means.numpy(), model.means.numpy())  # means come from the seed
-    rebuilt = registry.build(registry.describe(model))
-    assert isinstance(rebuilt, GMGAN) and rebuilt.get_config() == config
+def test_means_come_from_the_seed():
+    model = GMGAN((6,), 4, latent_dim=5, seed=3)
+    np.testing.assert_array_equal(GMGAN.from_config(model.get_config()).means.numpy(), model.means.numpy())
 
 
 def test_bad_arguments():
@@ -59,7 +49,7 @@ def test_bad_arguments():
 
 
 def test_means_are_seeded_uniform_and_sigma_starts_as_given():
-    a, b, c = GMGAN(SHAPE, 5, latent_dim=50, seed=7), GMGAN(SHAPE, 5, latent_dim=50, seed=7), GMGAN(SHAPE, 5, latent_dim=50, seed=8)
+    a, b, c = (GMGAN(SHAPE, 5, latent_dim=50, seed=seed) for seed in (7, 7, 8))
     np.testing.assert_array_equal(a.means.numpy(), b.means.numpy())
     assert not np.allclose(a.means.numpy(), c.means.numpy())
     means = GMGAN(SHAPE, 5, latent_dim=50, mean_range=0.5, seed=7).means.numpy()
@@ -99,7 +89,7 @@ def test_common_surface_and_scale_controls_the_spread():
 def test_gan_step_trains_d_and_g_and_the_mixture_only_when_dynamic(latent):
     model = small_model(latent=latent)
     before, parts = _snapshot(model)
-    out = tf.function(model.train_step)(tf.random.uniform((6, *SHAPE), seed=0))
+    out = tf.function(model.gan_step)(tf.random.uniform((6, *SHAPE), seed=0))
     assert set(out) == {"d_loss", "g_loss", "d_real", "d_fake", "sigma"}
     assert all(np.isfinite(float(v)) for v in out.values())
     assert _changed(before, parts) == {"generator": True, "discriminator": True, "enet": False,
@@ -120,7 +110,7 @@ def test_enet_step_learns_the_component_of_generated_samples():
 
     before_loss = held_out_loss()
     before, parts = _snapshot(model)
-    step = tf.function(model.enet_train_step)
+    step = tf.function(model.e_step)
     step()
     assert _changed(before, parts) == {"generator": False, "discriminator": False, "enet": True, "mixture": False}
     for _ in range(60):
@@ -138,7 +128,7 @@ def test_supervised_discriminator_judges_each_class_with_its_own_head():
     logits, _ = model.discriminator(x)
     np.testing.assert_allclose(model._judge(x, y, training=False), logits.numpy()[np.arange(6), y.numpy()],
                                rtol=1e-5)
-    out = tf.function(model.train_step)((x, y))
+    out = tf.function(model.gan_step)((x, y))
     assert all(np.isfinite(float(v)) for v in out.values())
     assert GMGAN(SHAPE, 3).discriminator.output_shape[0] == (None, 1)  # unsupervised: unconditional D
 
@@ -170,8 +160,8 @@ def test_two_replicas_match_one_replica_on_the_same_global_batch(two_cpu_strateg
         return iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(arrays)
                                                              .batch(GLOBAL_BATCH)))
 
-    gan = [common.replicated_step(s, m.train_step) for s, m in ((one, single), (two_cpu_strategy, mirrored))]
-    enet = [common.replicated_step(s, m.enet_train_step) for s, m in ((one, single), (two_cpu_strategy, mirrored))]
+    gan = [common.replicated_step(s, m.gan_step) for s, m in ((one, single), (two_cpu_strategy, mirrored))]
+    enet = [common.replicated_step(s, m.e_step) for s, m in ((one, single), (two_cpu_strategy, mirrored))]
     its = [batches(one), batches(two_cpu_strategy)]
     for _ in range(2):
         for a, b in ((gan[0](its[0]), gan[1](its[1])), (enet[0](), enet[1]())):
@@ -246,7 +236,8 @@ def _start(args):
 
 def run_gmgan(*args, timeout=240):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "trainers.gmgan", *args, *_start(args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "trainers.gmgan", *args, *_start(args)], capture_output=True,
+                          text=True,
                           timeout=timeout, env=env)
 
 

@@ -62,6 +62,32 @@ def check_same(loaded, model):
     np.testing.assert_allclose(loaded.generate(z, c), model.generate(z, c), rtol=1e-5, atol=1e-6)
 
 
+def test_a_loaded_export_speaks_the_models_vocabulary(exported):
+    model, base, _ = exported
+    loaded = zoo.load(base)
+    answer, expected = loaded.classify(images()), model.classify(images())
+    assert set(answer) == set(expected) == {"probabilities", "cluster", "embedding"}
+    np.testing.assert_array_equal(answer["cluster"], expected["cluster"])
+    np.testing.assert_allclose(loaded.sample(2, count=3, seed=7), model.sample(2, count=3, seed=7),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loaded.sample([0, 2], seed=7), model.sample([0, 2], seed=7), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m: m.cluster_probs(np.zeros((2, 28, 28, 1))), r"images must have shape \[N, 8, 8, 1\]; got shape \[2, 28"),
+    (lambda m: m.classify(np.zeros((8, 8, 1))), r"images must have shape \[N, 8, 8, 1\]; got shape \[8, 8, 1\]"),
+    (lambda m: m.generate(np.zeros((2, 4)), [0, 1]), r"noise must have shape \[N, 5\]"),
+    (lambda m: m.generate(np.zeros((2, 5)), [0]), "same length N"),
+    (lambda m: m.sample(3), r"cluster ids must lie in \[0, 3\)"),
+    (lambda m: m.sample(0, scale=0.5), "no latent scale"),
+])
+def test_bad_input_to_a_loaded_export_is_one_line(exported, call, message):
+    _, base, _ = exported
+    with pytest.raises(ValueError, match=message) as error:
+        call(zoo.load(base))
+    assert "\n" not in str(error.value)
+
+
 def test_local_directory_and_file_url(exported):
     model, base, tarball = exported
     check_same(zoo.load(base), model)

@@ -60,11 +60,9 @@ def test_minibatch_update_moves_centers_by_one_over_count():
     np.testing.assert_allclose(new_counts.numpy(), [4.0, 0.0])
 
 
-def test_config_round_trip_and_nearest_center_clusters():
+def test_nearest_center_clusters():
     model = KMGAN((5,), 4, latent_dim=3, feature_dim=6, space="pixel", conditional=False, clip=0.1,
                   margin=0.5, seed=3)
-    again = KMGAN.from_config(model.get_config())
-    assert again.get_config() == model.get_config()
     x, y = blobs()
     model.init_centers(x)
     probs = model.cluster_probs(x).numpy()
@@ -82,7 +80,7 @@ def test_two_replicas_keep_identical_centers_and_clipped_weights(two_cpu_strateg
         model = KMGAN(data.input_shape, 4, latent_dim=4, feature_dim=8, clip=0.05, seed=1)
         model.compile()
     model.init_centers(data.x)
-    step = common.replicated_step(two_cpu_strategy, model.train_step)
+    step = common.replicated_step(two_cpu_strategy, model.alternation_step)
     batches = common.distributed_batches(two_cpu_strategy, (data.x,), 32, 0)
     before = model.centers.numpy().copy()
     for _ in range(3):
@@ -104,7 +102,8 @@ def _start(args):
 
 def run_trainer(*args, timeout=240):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "trainers.kmgan", *args, *_start(args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "trainers.kmgan", *args, *_start(args)], capture_output=True,
+                          text=True,
                           timeout=timeout, env=env)
 
 
@@ -128,7 +127,7 @@ def test_four_gaussians_stay_four_clusters_for_a_whole_run(tmp_path):
     for seed in ("0", "1"):
         run_dir = tmp_path / f"run{seed}"
         result = run_trainer("--dataset", "synthetic:clusters=4", "--clusters", "4", "--seed", seed, "--train-steps",
-                             "2000", "--run-dir", str(run_dir), "--quiet", "--no-export", "--no-judge")
+                             "2000", "--run-dir", str(run_dir), "--quiet", "--no-export", "--score-samples", "0")
         assert result.returncode == 0, result.stderr[-3000:]
         report = json.loads((run_dir / "metrics.json").read_text())
         assert report["steps"] == 2000

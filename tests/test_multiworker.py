@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 import pytest
-
 from test_robustness import newest_step
+
 from trainers.local_cluster import worker_configs
 
 SMALL = ["--dataset", "digits", "--first-m-steps", "6", "--m-steps", "4", "--e-steps", "2", "--em-iterations", "2",

@@ -1,5 +1,5 @@
 """Surviving faults: non-finite steps skipped in the graph, divergence recovery, corrupt
-checkpoints, runs killed with SIGKILL, and determinism (issue: scale out and survive faults)."""
+checkpoints, runs killed with SIGKILL, and determinism."""
 
 import json
 import os

@@ -13,8 +13,14 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
-                                     model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from export import export_servables
 from serving.client import ServingClientError, ZooClient
@@ -149,17 +155,24 @@ def test_the_client_gives_the_same_answers_over_grpc_and_rest(server, model, pro
     out = client.classify(images(7))  # three batches
     np.testing.assert_allclose(out["probabilities"], model.cluster_probs(images(7)), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(client.embed(images(2)), model.embed(images(2)), rtol=1e-5, atol=1e-6)
-    generated = client.generate(cluster=1, count=4, seed=5)
+    generated = client.sample(cluster=1, count=4, seed=5)
     assert generated.shape == (4, *SHAPE) and 0 <= generated.min() and generated.max() <= 1
-    np.testing.assert_allclose(generated, client.generate(cluster=1, count=4, seed=5))
-    assert not np.allclose(generated, client.generate(cluster=1, count=4, seed=6))
+    # One vocabulary: the in-process model draws the same samples and generates the same images.
+    np.testing.assert_allclose(generated, model.sample(1, count=4, seed=5), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(generated, client.sample(cluster=1, count=4, seed=6))
+    noise = model.sample_latent(3, seed=2).numpy()
+    np.testing.assert_allclose(client.generate(noise, [0, 1, 2]), model.generate(noise, tf.constant([0, 1, 2])),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(client.cluster_probs(images(2)), model.cluster_probs(images(2)), rtol=1e-5, atol=1e-6)
+    with pytest.warns(DeprecationWarning, match="now sample"):
+        np.testing.assert_allclose(client.generate(cluster=1, count=4, seed=5), generated)
     meta = client.metadata()
     assert meta["ganem_generator"]["signatures"]["sample"]["outputs"]["images"] == [-1, *SHAPE]
     assert meta["ganem_enet"]["signatures"]["serving_default"]["outputs"]["probabilities"] == [-1, K]
     assert meta["ganem_enet"]["signatures"]["serving_default"]["inputs"]["images"] == [-1, *SHAPE]
     assert meta["ganem_enet"]["version"] == 1
     with pytest.raises(ServingClientError) as err:
-        client.generate(cluster=K, count=1)
+        client.sample(cluster=K, count=1)
     assert err.value.code == "INVALID_ARGUMENT"
     client.close()
 
@@ -171,6 +184,14 @@ def test_unavailable_is_retried_then_reported():
     with pytest.raises(ServingClientError) as err:
         client.classify(images(1))
     assert err.value.code == "UNAVAILABLE" and time.time() - started < 20
+
+
+def wait_until(condition, seconds=60):
+    """Polls `condition` until it holds; fails after `seconds`."""
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def test_a_new_version_is_served_without_dropping_requests(model, tmp_path):
@@ -191,13 +212,12 @@ def test_a_new_version_is_served_without_dropping_requests(model, tmp_path):
     threads = [threading.Thread(target=load) for _ in range(3)]
     for thread in threads:
         thread.start()
-    time.sleep(0.5)
+    wait_until(lambda: len(answers) >= 10)  # requests are flowing
     changed = GANEM(SHAPE, K, latent_dim=5, embedding_dim=2, seed=11)
     export_servables(changed, base)  # version 2, written aside and renamed into place
-    deadline = time.time() + 60
-    while time.time() < deadline and server.registry.get("ganem_enet").version != 2:
-        time.sleep(0.1)
-    time.sleep(0.5)
+    wait_until(lambda: server.registry.get("ganem_enet").version == 2)
+    answered = len(answers)
+    wait_until(lambda: len(answers) >= answered + 10)  # and go on flowing from version 2
     stop.set()
     for thread in threads:
         thread.join()

@@ -13,8 +13,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
-                                     model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from export import export_servables
 from serving import server as server_module
@@ -346,7 +352,8 @@ def test_the_poller_survives_odd_names_errors_and_broken_versions(model, tmp_pat
         assert registry.get("ganem_enet").version == 1
         export_servables(model, base)  # version 3: the poller is alive and takes it
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and {registry.get(n).version for n in ("ganem_enet", "ganem_generator")} != {3}:
+        servables = ("ganem_enet", "ganem_generator")
+        while time.monotonic() < deadline and {registry.get(n).version for n in servables} != {3}:
             time.sleep(0.05)
         assert registry.get("ganem_enet").version == 3 and registry.get("ganem_generator").version == 3
     finally:

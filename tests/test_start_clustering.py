@@ -63,11 +63,11 @@ def test_clustergan_encoder_learns_real_pseudo_labels_in_the_joint_step():
     adam = lambda: keras.optimizers.Adam(1e-3, beta_1=0.5)  # noqa: E731
     model.compile(g_optimizer=adam(), d_optimizer=adam(), e_optimizer=adam())
     real = (tf.constant(x), tf.constant(y, tf.int32))
-    step = tf.function(model.generator_train_step)
+    step = tf.function(model.generator_step)
     first = float(step(real)["c_loss_real"])
     for _ in range(40):
         last = float(step(real)["c_loss_real"])
-    assert "c_loss_real" not in tf.function(model.generator_train_step)()  # the paper's step
+    assert "c_loss_real" not in tf.function(model.generator_step)()  # the paper's step
     assert last < 0.5 * first, (first, last)
     hits = np.mean(model.cluster_probs(x).numpy().argmax(1) == y)
     assert hits > 0.9
@@ -77,9 +77,9 @@ def test_gmgan_enet_step_adds_the_labelled_real_term():
     x, y = two_kinds()
     model = GMGAN(SHAPE, 2, latent_dim=4, e_batch_size=8, supervised=True, seed=1)
     model.compile()
-    out = model.enet_train_step((tf.constant(x), tf.constant(y, tf.int32)))
+    out = model.e_step((tf.constant(x), tf.constant(y, tf.int32)))
     assert np.isfinite(float(out["e_loss_labelled"]))
-    assert "e_loss_labelled" not in model.enet_train_step()
+    assert "e_loss_labelled" not in model.e_step()
 
 
 def test_kmgan_held_clusters_keep_their_centers_and_start_at_class_means():
@@ -91,7 +91,7 @@ def test_kmgan_held_clusters_keep_their_centers_and_start_at_class_means():
     features = model.features(x).numpy()
     np.testing.assert_allclose(model.centers.numpy()[0], features.mean(0), rtol=1e-4, atol=1e-5)
     idle = model.centers.numpy()[1:].copy()
-    step = tf.function(model.train_step)
+    step = tf.function(model.alternation_step)
     for _ in range(5):
         out = step((tf.constant(x), tf.constant(y3, tf.int32)))
     assert all(np.isfinite(float(v)) for v in out.values())
@@ -110,7 +110,7 @@ def run_trainer(model, *args, timeout=240):
 
 BOUNDED = {"clustergan": ["--generator-steps", "3", "--n-critic", "1"],
            "gmgan": ["--gan-steps", "4", "--final-enet-steps", "2", "--score-samples", "0"],
-           "kmgan": ["--train-steps", "4", "--no-judge"]}
+           "kmgan": ["--train-steps", "4", "--score-samples", "0"]}
 
 
 @pytest.mark.parametrize("model", sorted(BOUNDED))
@@ -147,7 +147,10 @@ def test_paper_flag_turns_the_start_off_and_explicit_flags_win(model):
     if model == "clustergan":
         args = common.parse_args(trainer.build_parser(), ["--dataset", "digits", "--paper"], model)
         trainer.validate(args, dataset)
-        assert args.lr == trainer.PAPER["lr"] != trainer.DEFAULTS["lr"]
+        assert args.lr_g == args.lr_d == args.lr_e == 1e-4  # the paper's, half the zoo's
+        args = common.parse_args(trainer.build_parser(), ["--dataset", "digits"], model)
+        trainer.validate(args, dataset)
+        assert args.lr_g == args.lr_d == args.lr_e == 2e-4
 
 
 @pytest.mark.parametrize("model, args, message", [

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np  # noqa: E402
 
 from zoo import data as zoo_data  # noqa: E402
+from zoo import defaults as zoo_defaults  # noqa: E402
 from zoo import tflog  # noqa: E402
 
 # Quieten TensorFlow's C++ logging before it is imported anywhere (--verbose undoes it).
@@ -41,11 +42,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def base_parser(model_name, description):
-    """The flags every trainer shares; their names are fixed across the zoo."""
+def base_parser(model_name, doc):
+    """The flags every trainer shares; their names are fixed across the zoo. `doc`, the
+    trainer's module docstring, is --help's description (its first line without the usage)."""
+    first, rest = doc.split("\n\n", 1)
     parser = argparse.ArgumentParser(
         prog=f"python -m trainers.{model_name}",
-        description=description,
+        description=first.split(": ", 1)[-1] + "\n\n" + rest,
         formatter_class=HelpFormatter,
     )
     names = ", ".join(zoo_data.DATASETS)
@@ -63,8 +66,13 @@ def base_parser(model_name, description):
                              "into the cache and read from disk batch by batch")
     parser.add_argument("--clusters", type=int, default=10, help="number of clusters K")
     parser.add_argument("--max-steps", type=int, default=None,
-                        help="hard cap on training steps (every optimizer update counts), for smoke runs")
+                        help="hard cap on training steps, for smoke runs; a step is one call of a phase of the "
+                             "model's schedule: GAN-EM one M- or E-step update, ClusterGAN one critic or G/E "
+                             "update, GM-GAN one GAN iteration (D and G) or E-net update, KM-GAN one three-step "
+                             "alternation")
     parser.add_argument("--batch-size", type=int, default=64, help="global batch size (split across replicas)")
+    parser.add_argument("--architecture", choices=["auto", "conv", "mlp"], default="auto",
+                        help="networks: auto picks conv for square images, mlp for vectors and small images")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, noise, shuffling and label choice")
     parser.add_argument("--run-dir", default=None,
                         help=f"output directory (default: runs/{model_name}-DATASET-TIME; with --resume, the "
@@ -104,6 +112,62 @@ def base_parser(model_name, description):
     return parser
 
 
+class DeprecatedFlag(argparse.Action):
+    """An old spelling of one or more flags, accepted for one more release: its value goes to
+    `targets` (their destinations), with a note naming the new spelling."""
+
+    def __init__(self, option_strings, dest, targets, replacement, **kwargs):
+        super().__init__(option_strings, argparse.SUPPRESS, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                         **kwargs)
+        self.targets, self.replacement = targets, replacement
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"note: {option_string} is deprecated and goes in the next release; use {self.replacement}",
+              file=sys.stderr)
+        for target in self.targets:
+            setattr(namespace, target, self.const if self.nargs == 0 else values)
+
+
+# What each learning-rate flag's network is called, unless a trainer names it otherwise.
+_NETWORKS = {"g": "generator", "d": "discriminator", "e": "E-net"}
+
+
+def add_learning_rate_arguments(group, model_name, networks=None, paper=None, deprecated=()):
+    """--lr-g / --lr-d / --lr-e for each network the model has, defaulting to the rates its
+    compile() uses (zoo.defaults.LEARNING_RATES). `networks` overrides what a network is
+    called; `paper` holds the paper's rates where --paper sets them; `deprecated` lists
+    (old flag, [networks]) spellings still accepted."""
+    names = {**_NETWORKS, **(networks or {})}
+    for key, rate in zoo_defaults.LEARNING_RATES[model_name].items():
+        shown = f"default {rate}" + (f"; the paper's: {paper[key]}" if paper and key in paper else "")
+        group.add_argument(f"--lr-{key}", type=float, default=None,
+                           help=f"learning rate of the {names[key]} (Adam; {shown})")
+    for old, keys in deprecated:
+        group.add_argument(old, type=float, action=DeprecatedFlag, targets=[f"lr_{key}" for key in keys],
+                           replacement=" ".join(f"--lr-{key}" for key in keys))
+
+
+def fill_learning_rates(args, model_name, paper=None):
+    """--lr-* not given take the paper's rate under --paper (where `paper` has one), else the
+    zoo's default; every rate must be positive."""
+    for key, rate in zoo_defaults.LEARNING_RATES[model_name].items():
+        flag = f"lr_{key}"
+        if getattr(args, flag) is None:
+            setattr(args, flag, paper[key] if getattr(args, "paper", False) and paper and key in paper else rate)
+        if not getattr(args, flag) > 0:
+            raise UsageError(f"--lr-{key} must be positive (got {getattr(args, flag)})")
+
+
+def check_fits(clusters, batch_size, samples):
+    """UsageError unless --clusters and --batch-size fit a dataset of `samples` samples."""
+    if clusters < 2:
+        raise UsageError(f"--clusters must be at least 2 (got {clusters})")
+    if clusters > samples:
+        raise UsageError(f"--clusters {clusters} exceeds the number of samples ({samples})")
+    if batch_size > samples:
+        raise UsageError(f"--batch-size {batch_size} exceeds the number of samples ({samples})")
+
+
 def add_start_arguments(group, defaults, paper, recluster_features=None):
     """--paper, --init and --pseudo-labels of a trainer whose model can learn from a start
     clustering of the data, and --recluster where `recluster_features` names the features
@@ -112,7 +176,8 @@ def add_start_arguments(group, defaults, paper, recluster_features=None):
     from zoo.baselines import START_NAMES
 
     shown = " ".join(f"--{flag.replace('_', '-')} {value}" for flag, value in paper.items())
-    group.add_argument("--paper", action="store_true", help=f"the paper's settings wherever a flag is not given: {shown}")
+    group.add_argument("--paper", action="store_true",
+                       help=f"the paper's settings wherever a flag is not given: {shown}")
     group.add_argument("--init", choices=["none", *START_NAMES], default=None,
                        help="not in the paper: a start clustering whose most confident members the model also "
                             "learns from, labelled with their cluster: k-means on pixels, a GMM on PCA-50, or a GMM "
@@ -164,7 +229,7 @@ def parse_args(parser, argv, model_name):
         # Learning-rate flags given again win over the rates in the checkpoint (see Run.track).
         args.lr_flags_given = sorted(
             option for action in parser._actions for option in action.option_strings
-            if "lr" in action.dest.split("_")
+            if any("lr" in dest.split("_") for dest in [action.dest, *getattr(action, "targets", ())])
             and any(a == option or a.startswith(option + "=") for a in (sys.argv[1:] if argv is None else argv)))
     if args.clusters < 2:
         raise UsageError(f"--clusters must be at least 2 (got {args.clusters})")

@@ -20,19 +20,17 @@ Every optimizer update counts as one step: a run has first_m_steps + e_steps +
 (em_iterations - 1) * (m_steps + e_steps) steps unless `--max-steps` stops it sooner.
 """
 
-import sys
-import time
 
 import numpy as np
 
-from trainers import common
+from trainers import common, driver
 
 # Defaults sized for a 2-core CPU (docs/models/ganem.md has the figures). Without labels EM
 # starts from UMAP + GMM, the E-step also learns from the most confident real samples and
 # re-clusters the E-net's features; what lifts the clustering is the number of E-steps and
 # re-clusterings, so the M-steps are short. With --labels the E-step is 4x longer: the labelled
 # cross-entropy needs the updates.
-DEFAULTS = dict(init="umap", lr_e=2e-4, pseudo_labels=0.5, recluster="umap")
+DEFAULTS = dict(init="umap", pseudo_labels=0.5, recluster="umap")
 SCHEDULES = {"unlabelled": dict(em_iterations=4, first_m_steps=1000, m_steps=200, e_steps=200),
              "labelled": dict(em_iterations=6, first_m_steps=1500, m_steps=400, e_steps=800)}
 # The paper's method: what --paper sets wherever a flag is not given.
@@ -40,14 +38,13 @@ PAPER = dict(init="uniform", pseudo_labels=0.0, recluster="none", augment="none"
 
 
 def build_parser():
-    parser = common.base_parser("ganem", __doc__.split("\n\n")[0].split(": ", 1)[-1] + "\n\n"
-                                + __doc__.split("\n\n", 1)[1])
+    parser = common.base_parser("ganem", __doc__)
     group = parser.add_argument_group("GAN-EM")
     def scheduled(flag, text):
         unlabelled, labelled = SCHEDULES["unlabelled"][flag], SCHEDULES["labelled"][flag]
         group.add_argument(f"--{flag.replace('_', '-')}", type=int, default=None,
-                           help=f"{text} (default {unlabelled}" + (f", {labelled} with --labels)" if labelled != unlabelled
-                                                                   else ")"))
+                           help=f"{text} (default {unlabelled}"
+                                + (f", {labelled} with --labels)" if labelled != unlabelled else ")"))
 
     scheduled("em_iterations", "EM iterations")
     scheduled("first_m_steps", "M-step (GAN) updates in the first EM iteration")
@@ -89,11 +86,7 @@ def build_parser():
                             "--labels); all (the generated samples too, the default with --labels on images: "
                             "docs/models/ganem.md, Results); images only")
     group.add_argument("--fixed-prior", action="store_true", help="keep pi uniform instead of learning it")
-    group.add_argument("--architecture", choices=["auto", "conv", "mlp"], default="auto",
-                       help="networks: auto picks conv for square images, mlp for vectors and small images")
-    group.add_argument("--lr-g", type=float, default=6e-4, help="generator learning rate (Adam, beta1 0.5)")
-    group.add_argument("--lr-d", type=float, default=2e-4, help="discriminator learning rate")
-    group.add_argument("--lr-e", type=float, default=DEFAULTS["lr_e"], help="E-net learning rate")
+    common.add_learning_rate_arguments(group, "ganem")
     group.add_argument("--lr-decay", type=float, default=1.0,
                        help="every learning rate is multiplied by this after each EM iteration (the authors' "
                             "code uses 0.98 over 1,000 short iterations; 1 keeps them constant; a cosine "
@@ -117,7 +110,8 @@ def validate(args, dataset):
     if not 0 <= args.pseudo_labels <= 1:
         raise common.UsageError(f"--pseudo-labels must lie in [0, 1] (got {args.pseudo_labels})")
     if args.recluster is None:
-        args.recluster = "none" if args.labels or dataset.streamed else DEFAULTS["recluster"]  # UMAP needs all features in memory
+        # UMAP needs all features in memory.
+        args.recluster = "none" if args.labels or dataset.streamed else DEFAULTS["recluster"]
     for flag, value in SCHEDULES["labelled" if args.labels else "unlabelled"].items():
         if getattr(args, flag) is None:
             setattr(args, flag, value)
@@ -126,11 +120,11 @@ def validate(args, dataset):
     for flag in ("em_iterations", "first_m_steps", "m_steps", "e_steps", "e_batch_size", "latent_dim"):
         if getattr(args, flag) < 1:
             raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
+    common.fill_learning_rates(args, "ganem")
     if not 0 < args.lr_decay <= 1:
         raise common.UsageError(f"--lr-decay must lie in (0, 1] (got {args.lr_decay})")
     if args.embedding_dim is not None and args.embedding_dim < 1:
         raise common.UsageError(f"--embedding-dim must be at least 1 (got {args.embedding_dim})")
-    common.zoo_data.check_num_clusters(args.clusters, len(dataset))
     images = len(dataset.input_shape) == 3  # (height, width, channels)
     if args.augment is None:
         # Real images in the E-step (labels or pseudo-labels) are few; new poses keep the E-net general.
@@ -153,12 +147,10 @@ def validate(args, dataset):
         if args.clusters != dataset.num_classes:
             raise common.UsageError(f"--labels needs --clusters equal to the number of classes "
                                     f"({dataset.num_classes}), got {args.clusters}")
-    if args.batch_size > len(dataset):
-        raise common.UsageError(f"--batch-size {args.batch_size} exceeds the number of samples ({len(dataset)})")
 
 
-def initial_soft_labels(args, x, y=None, labelled=()):
-    """w of the first M-step: uniform, one-hot k-means labels, GMM posteriors on PCA-50 or
+def initial_soft_labels(init, x, k, seed, y=None, labelled=()):
+    """w [N, k] of the first M-step (`init`): uniform, one-hot k-means labels, GMM posteriors on PCA-50 or
     on its UMAP embedding, or (semi-supervised) label spreading from the labelled examples.
 
     With labelled examples, the k-means / GMM clusters are renumbered to the classes
@@ -167,12 +159,11 @@ def initial_soft_labels(args, x, y=None, labelled=()):
     """
     from zoo import baselines, metrics
 
-    n, k = len(x), args.clusters
-    if args.init == "uniform":
-        return np.full((n, k), 1.0 / k, np.float32)
-    if args.init == "spread":  # classes already in label order
-        return baselines.label_spreading_posteriors(x, labelled, y[labelled], k, args.seed)
-    w = baselines.start_posteriors(args.init, x, k, args.seed)
+    if init == "uniform":
+        return np.full((len(x), k), 1.0 / k, np.float32)
+    if init == "spread":  # classes already in label order
+        return baselines.label_spreading_posteriors(x, labelled, y[labelled], k, seed)
+    w = baselines.start_posteriors(init, x, k, seed)
     if len(labelled):
         mapping = metrics.cluster_to_class_mapping(y[labelled], w[labelled].argmax(1))
         spare = iter(sorted(set(range(k)) - set(mapping.values())))
@@ -209,158 +200,160 @@ def build_model(args, input_shape):
     return model
 
 
-def main(argv=None):
-    from trainers.run import start
+class GANEMTask(driver.Task):
+    """GAN-EM's schedule: EM iterations of M-steps then E-steps; between them new soft labels."""
 
-    args, dataset, run = start(argv, "ganem", build_parser, validate)
+    name, title = "ganem", "GAN-EM"
+    build_parser, validate, build_model = staticmethod(build_parser), staticmethod(validate), staticmethod(build_model)
 
-    import tensorflow as tf
+    # -- EM state: the soft labels, checkpointed with the model ---------------------------
+    def prepare(self):
+        import tensorflow as tf
 
-    # x as stored (uint8 images, or a DiskPixels for a set too large for memory): batches
-    # become float32 in the input pipeline.
-    x, y, k = dataset.data, dataset.y, args.clusters
+        args, dataset, run, y = self.args, self.dataset, self.run, self.dataset.y
+        # Semi-supervised: a class-balanced labelled subset, chosen with the seed; those
+        # examples keep w = onehot(y) and feed the E-step's supervised term.
+        self.labelled = (common.zoo_data.labeled_subset(y, args.labels, dataset.num_classes, args.seed)
+                         if args.labels else np.zeros(0, np.int64))
+        self.unlabelled = np.setdiff1d(np.arange(len(dataset)), self.labelled)
+        with run.timed("start_clustering"):
+            start_data = dataset.data if args.init == "uniform" else dataset.x  # uniform needs only the count
+            self.first_soft_labels = self.with_known_labels(
+                initial_soft_labels(args.init, start_data, args.clusters, args.seed, y, self.labelled))
+        self.soft_labels = tf.Variable(self.first_soft_labels, name="soft_labels")
+        return {"soft_labels": self.soft_labels}
 
-    # -- model, optimizers, EM state ---------------------------------------------------
-    with run.strategy.scope():
-        model = build_model(args, dataset.input_shape)
-    # Semi-supervised: a class-balanced labelled subset, chosen with the seed; those
-    # examples keep w = onehot(y) and feed the E-step's supervised term.
-    labelled = (common.zoo_data.labeled_subset(y, args.labels, dataset.num_classes, args.seed)
-                if args.labels else np.zeros(0, np.int64))
-    unlabelled = np.setdiff1d(np.arange(len(x)), labelled)
-
-    def with_known_labels(w):
+    def with_known_labels(self, w):
         w = np.array(w, np.float32)
-        if len(labelled):  # unlabelled data (y is None) has nothing to pin
-            w[labelled] = np.eye(k, dtype=np.float32)[y[labelled]]
+        if len(self.labelled):  # unlabelled data (y is None) has nothing to pin
+            w[self.labelled] = np.eye(self.args.clusters, dtype=np.float32)[self.dataset.y[self.labelled]]
         return w
 
-    with run.timed("start_clustering"):
-        first_soft_labels = with_known_labels(initial_soft_labels(args, x if args.init == "uniform" else dataset.x,
-                                                                  y, labelled))
-    soft_labels = tf.Variable(first_soft_labels, name="soft_labels")
-    run.track(model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer,
-              e_optimizer=model.e_optimizer, soft_labels=soft_labels)
+    def total_steps(self):
+        args = self.args
+        return args.first_m_steps + args.e_steps + (args.em_iterations - 1) * (args.m_steps + args.e_steps)
 
-    m_step = run.replicated_step(model.train_step)
-    e_step = run.replicated_step(model.enet_train_step)
-    labelled_batches = (common.distributed_batches(run.strategy, (dataset.take(labelled), y[labelled]),
-                                                   min(args.batch_size, args.labels), args.seed)
-                        if args.labels else None)
+    def setup(self):
+        import tensorflow as tf
 
-    def pseudo_labelled_batches(iteration):
+        args, dataset, run, model = self.args, self.dataset, self.run, self.model
+        self.m_step = run.replicated_step(model.m_step)
+        self.e_step = run.replicated_step(model.e_step)
+        self.labelled_batches = (
+            common.distributed_batches(run.strategy, (dataset.take(self.labelled), dataset.y[self.labelled]),
+                                       min(args.batch_size, args.labels), args.seed)
+            if args.labels else None)
+        self.embed = tf.function(model.embed, reduce_retracing=True)
+        # Where EM starts from: the metrics of the first soft labels (not the restored ones of a
+        # --resume), kept in metrics.json and not logged as a point of the evaluation curve.
+        self.initial = self.evaluate(self.first_soft_labels, log=False)
+        self.initial["init"] = args.init
+        if dataset.y is not None:
+            run.write(f"initial soft labels (--init {args.init}): {common.format_metrics(self.initial)}")
+        self.iterator, self.iterator_of = None, None
+        self.teacher, self.teacher_of = self.labelled_batches, None
+        self.hinted_empty = False
+
+    def evaluate(self, probs, log=True):
+        """Metrics on the examples not used as labels."""
+        report = self.run.evaluate(probs, self.unlabelled, log=log)
+        if self.args.labels:
+            # Labelled data pin cluster c to class c: the error needs no matching.
+            y = self.dataset.y
+            report["test_error"] = float(np.mean(probs.argmax(1)[self.unlabelled] != y[self.unlabelled]))
+            report["labels"] = self.args.labels
+        return report
+
+    def pseudo_labelled_batches(self, iteration):
         """Real samples the E-step learns from as if labelled (--pseudo-labels): the labelled
         examples, and the most confident FRACTION of each cluster's members under the current
         soft labels, labelled with that cluster."""
         from zoo import baselines
 
-        cluster = soft_labels.numpy().argmax(1)
-        chosen = np.union1d(labelled, baselines.confident_subset(soft_labels.numpy(), args.pseudo_labels, labelled))
-        return common.distributed_batches(run.strategy, (dataset.subset(chosen), cluster[chosen]),
-                                          min(args.batch_size, len(chosen)), args.seed + iteration)
+        w = self.soft_labels.numpy()
+        cluster = w.argmax(1)
+        chosen = np.union1d(self.labelled, baselines.confident_subset(w, self.args.pseudo_labels, self.labelled))
+        return common.distributed_batches(self.run.strategy, (self.dataset.subset(chosen), cluster[chosen]),
+                                          min(self.args.batch_size, len(chosen)), self.args.seed + iteration)
 
-    def reclustered(probs):
-        """--recluster umap: GMM posteriors on a UMAP embedding of the E-net's features,
-        numbered as the E-net's own clusters (or `probs` kept), and which fit was taken."""
-        from zoo import baselines
-
-        with run.timed("recluster"):
-            return baselines.reclustered(common.predict_in_batches(embed, x), probs, args.seed)
-
-    embed = tf.function(model.embed, reduce_retracing=True)
-
-    def evaluate(probs, log=True):
-        """Metrics on the examples not used as labels."""
-        report = run.evaluate(probs, unlabelled, log=log)
-        if args.labels:
-            # Labelled data pin cluster c to class c: the error needs no matching.
-            report["test_error"] = float(np.mean(probs.argmax(1)[unlabelled] != y[unlabelled]))
-            report["labels"] = args.labels
-        return report
-
-    # Where EM starts from: the metrics of the first soft labels (not the restored ones of a
-    # --resume), kept in metrics.json and not logged as a point of the evaluation curve.
-    initial = evaluate(first_soft_labels, log=False)
-    initial["init"] = args.init
-    if run.chief and dataset.y is not None:
-        print(f"initial soft labels (--init {args.init}): {common.format_metrics(initial)}", flush=True)
-
-    # -- the EM loop ---------------------------------------------------------------------
-    first = args.first_m_steps + args.e_steps
-    per_iteration = args.m_steps + args.e_steps
-    total = first + (args.em_iterations - 1) * per_iteration
-
-    def position(step):
+    def position(self, step):
         """(EM iteration, offset in it, M-steps in it) of a global step."""
+        args = self.args
+        first = args.first_m_steps + args.e_steps
         if step < first:
             return 0, step, args.first_m_steps
-        iteration, offset = divmod(step - first, per_iteration)
+        iteration, offset = divmod(step - first, args.m_steps + args.e_steps)
         return iteration + 1, offset, args.m_steps
 
-    limit = total if args.max_steps is None else min(total, args.max_steps)
-    run.progress(limit)
-    iterator, iterator_of = None, None
-    teacher, teacher_of = labelled_batches, None
-    hinted_empty = False
-    try:
-        while run.step < limit:
-            iteration, offset, m_steps = position(run.step)
-            tick = time.perf_counter()
-            if offset < m_steps:
-                if iterator_of != iteration:  # soft labels changed: a fresh pass over (x, w)
-                    iterator = common.distributed_batches(
-                        run.strategy, (x, soft_labels.numpy()), args.batch_size, args.seed + iteration)
-                    iterator_of = iteration
-                values, phase = m_step(iterator), "m"
-            else:
-                if args.pseudo_labels and teacher_of != iteration:
-                    teacher, teacher_of = pseudo_labelled_batches(iteration), iteration
-                values, phase = e_step(teacher), "e"
-            values = run.step_done(phase, f"EM {iteration + 1}/{args.em_iterations} {phase.upper()}-step",
-                                   values, time.perf_counter() - tick)
+    # -- the EM loop ---------------------------------------------------------------------
+    def next_step(self, step):
+        args = self.args
+        iteration, offset, m_steps = self.position(step)
+        text = f"EM {iteration + 1}/{args.em_iterations}"
+        if offset < m_steps:
+            if self.iterator_of != iteration:  # soft labels changed: a fresh pass over (x, w)
+                self.iterator = common.distributed_batches(
+                    self.run.strategy, (self.dataset.data, self.soft_labels.numpy()), args.batch_size,
+                    args.seed + iteration)
+                self.iterator_of = iteration
+            return "m", f"{text} M-step", self.m_step, self.iterator
+        if args.pseudo_labels and self.teacher_of != iteration:
+            self.teacher, self.teacher_of = self.pseudo_labelled_batches(iteration), iteration
+        return "e", f"{text} E-step", self.e_step, self.teacher
 
-            if offset == m_steps + args.e_steps - 1:
-                # Between E- and M-step: new soft labels w(x) = E(x) (or re-clustered E-net
-                # features) and prior pi = mean w.
-                probs = run.posteriors()
-                report = evaluate(probs)
-                if args.recluster == "umap":
-                    w, report["recluster_fit"] = reclustered(probs)
-                    report["soft_labels"] = evaluate(w, log=False)
-                else:
-                    w = probs
-                soft_labels.assign(with_known_labels(w))
-                model.update_prior(soft_labels.numpy())
-                report.update(em_iteration=iteration + 1, step=run.step,
-                              prior=model.prior.numpy().round(4).tolist(),
-                              posterior_confidence=float(probs.max(1).mean()), e_acc_fake=values["e_acc_fake"])
-                run.log_iteration(report, f"EM iteration {iteration + 1}/{args.em_iterations}: "
-                                          f"{common.format_metrics(report)}  (E-net: {report['e_acc_fake']:.2f} acc "
-                                          f"on fakes, {report['posterior_confidence']:.2f} mean confidence on real data)"
-                                          + (f"; re-clustered: {common.format_metrics(report['soft_labels'])}"
-                                             if "soft_labels" in report else ""))
-                empty = k - len(np.unique(probs.argmax(1)))
-                if empty and args.variant == "paper" and not hinted_empty:
-                    # The paper's K sigmoid heads lose clusters when K is large (docs/models/ganem.md, Results).
-                    hinted_empty = True
-                    run.note(f"{empty} of {k} clusters hold no real sample; with many clusters "
-                             f"--variant authors-code keeps them (its D is a (K+1)-way softmax)")
-                if args.lr_decay != 1:
-                    run.scale_learning_rates(args.lr_decay)
-                run.save()
-    except KeyboardInterrupt:
-        return run.interrupted()
+    def after_step(self, phase, values):
+        args, run, model, k = self.args, self.run, self.model, self.args.clusters
+        iteration, offset, m_steps = self.position(run.step - 1)
+        if offset != m_steps + args.e_steps - 1:
+            return
+        # Between E- and M-step: new soft labels w(x) = E(x) (or re-clustered E-net
+        # features) and prior pi = mean w.
+        probs = run.posteriors()
+        report = self.evaluate(probs)
+        if args.recluster == "umap":
+            from zoo import baselines
 
-    # -- final evaluation, figures, export -------------------------------------------------
-    history = run.history("em_iteration")
-    run.finish(evaluate(run.posteriors()), "GAN-EM", subset=unlabelled, em_iterations_done=len(history),
-               prior=model.prior.numpy().round(4).tolist(), initial=initial, history=history)
-    return 0
+            with run.timed("recluster"):
+                features = common.predict_in_batches(self.embed, self.dataset.data)
+                w, report["recluster_fit"] = baselines.reclustered(features, probs, args.seed)
+            report["soft_labels"] = self.evaluate(w, log=False)
+        else:
+            w = probs
+        self.soft_labels.assign(self.with_known_labels(w))
+        model.update_prior(self.soft_labels.numpy())
+        report.update(em_iteration=iteration + 1, step=run.step, prior=model.prior.numpy().round(4).tolist(),
+                      posterior_confidence=float(probs.max(1).mean()), e_acc_fake=values["e_acc_fake"])
+        run.log_iteration(report, f"EM iteration {iteration + 1}/{args.em_iterations}: "
+                                  f"{common.format_metrics(report)}  (E-net: {report['e_acc_fake']:.2f} acc "
+                                  f"on fakes, {report['posterior_confidence']:.2f} mean confidence on real "
+                                  f"data)"
+                                  + (f"; re-clustered: {common.format_metrics(report['soft_labels'])}"
+                                     if "soft_labels" in report else ""))
+        empty = k - len(np.unique(probs.argmax(1)))
+        if empty and args.variant == "paper" and not self.hinted_empty:
+            # The paper's K sigmoid heads lose clusters when K is large (docs/models/ganem.md).
+            self.hinted_empty = True
+            run.note(f"{empty} of {k} clusters hold no real sample; with many clusters "
+                     f"--variant authors-code keeps them (its D is a (K+1)-way softmax)")
+        if args.lr_decay != 1:
+            run.scale_learning_rates(args.lr_decay)
+        run.save()
+
+    # -- final evaluation ------------------------------------------------------------------
+    def final(self):
+        history = self.run.history("em_iteration")
+        return self.evaluate(self.run.posteriors()), dict(
+            subset=self.unlabelled, em_iterations_done=len(history), prior=self.model.prior.numpy().round(4).tolist(),
+            initial=self.initial, history=history)
+
+
+def main(argv=None):
+    return driver.train(GANEMTask, argv)
 
 
 def cli():
     """The `zoo-ganem` console command: one-line errors and exit codes, as `python -m trainers.ganem`."""
-    sys.exit(common.run_main(main, "ganem"))
+    driver.cli(GANEMTask)
 
 
 if __name__ == "__main__":

@@ -26,25 +26,22 @@ signature takes `scale`.
 Every optimizer update counts as one step (a GAN iteration is one step: D and G).
 """
 
-import sys
-import time
 
 import numpy as np
 
-from trainers import common
+from trainers import common, driver
 
 # Sized for a 2-core CPU: a GAN iteration (D + G, batch 64, mnist5k) takes 0.2-0.4 s and an
 # E-net update 0.1-0.2 s depending on the CPU, so 1,500 iterations, 750 interleaved and 300
 # final E-net updates, the UMAP start, 11 evaluations and the scale curve take 8-14 minutes.
 DEFAULTS = dict(gan_steps=1500, enet_every=2, final_enet_steps=300, latent_dim=32, mean_range=1.0, sigma=1.0,
-                lr=2e-4, g_lr=1e-3, e_lr=2e-4, score_samples=2000, init="umap", pseudo_labels=0.5, recluster="none")
+                score_samples=2000, init="umap", pseudo_labels=0.5, recluster="none")
 # The paper's unsupervised method: what --paper sets wherever a flag is not given.
 PAPER = dict(init="none", pseudo_labels=0.5, recluster="none")
 
 
 def build_parser():
-    parser = common.base_parser("gmgan", __doc__.split("\n\n")[0].split(": ", 1)[-1] + "\n\n"
-                                + __doc__.split("\n\n", 1)[1])
+    parser = common.base_parser("gmgan", __doc__)
     group = parser.add_argument_group("GM-GAN")
     group.add_argument("--gan-steps", type=int, default=DEFAULTS["gan_steps"],
                        help="training length in GAN iterations (each = one D and one G update)")
@@ -59,10 +56,9 @@ def build_parser():
     group.add_argument("--mean-range", type=float, default=DEFAULTS["mean_range"],
                        help="initial means mu_k ~ U(-r, r)^d")
     group.add_argument("--sigma", type=float, default=DEFAULTS["sigma"], help="initial sigma of every Gaussian")
-    group.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="learning rate of D (Adam, beta1 0.5)")
-    group.add_argument("--g-lr", type=float, default=DEFAULTS["g_lr"],
-                       help="learning rate of G and, when dynamic, of the means and sigmas (Adam, beta1 0.5)")
-    group.add_argument("--e-lr", type=float, default=DEFAULTS["e_lr"], help="learning rate of the E-net")
+    common.add_learning_rate_arguments(group, "gmgan",
+                                       networks=dict(g="generator and, when dynamic, the means and sigmas"),
+                                       deprecated=[("--lr", "d"), ("--g-lr", "g"), ("--e-lr", "e")])
     group.add_argument("--enet-every", type=int, default=DEFAULTS["enet_every"],
                        help="one E-net update every N GAN iterations (0: none until the GAN is trained)")
     group.add_argument("--final-enet-steps", type=int, default=DEFAULTS["final_enet_steps"],
@@ -74,8 +70,6 @@ def build_parser():
                             "(0: no scores)")
     group.add_argument("--eval-every", type=int, default=None,
                        help="evaluate and log a history line every N GAN iterations (None: gan_steps / 10)")
-    group.add_argument("--architecture", choices=["auto", "conv", "mlp"], default="auto",
-                       help="networks: auto picks conv for square images, mlp for vectors and small images")
     return parser
 
 
@@ -91,7 +85,8 @@ def validate(args, dataset):
             raise common.UsageError(f"--{flag.replace('_', '-')} must be >= 0 (got {getattr(args, flag)})")
     if args.eval_every is not None and args.eval_every < 1:
         raise common.UsageError(f"--eval-every must be positive (got {args.eval_every})")
-    for flag in ("mean_range", "sigma", "lr", "g_lr", "e_lr", "enet_scale"):
+    common.fill_learning_rates(args, "gmgan")
+    for flag in ("mean_range", "sigma", "enet_scale"):
         if not getattr(args, flag) > 0:
             raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
     if args.labels:
@@ -103,9 +98,6 @@ def validate(args, dataset):
         if args.clusters != dataset.num_classes:
             raise common.UsageError(f"--supervised: --clusters must equal the number of classes "
                                     f"({dataset.num_classes}), got {args.clusters}")
-    common.zoo_data.check_num_clusters(args.clusters, len(dataset))
-    if args.batch_size > len(dataset):
-        raise common.UsageError(f"--batch-size {args.batch_size} exceeds the number of samples ({len(dataset)})")
 
 
 def schedule(step, gan_steps, enet_every):
@@ -133,121 +125,122 @@ def build_model(args, input_shape):
                   sigma=args.sigma, latent=args.latent, supervised=args.supervised or args.init != "none",
                   e_batch_size=args.batch_size, architecture=args.architecture, seed=args.seed)
     adam = lambda lr: Adam(lr, beta_1=0.5)  # noqa: E731
-    model.compile(g_optimizer=adam(args.g_lr), d_optimizer=adam(args.lr), e_optimizer=adam(args.e_lr))
+    model.compile(g_optimizer=adam(args.lr_g), d_optimizer=adam(args.lr_d), e_optimizer=adam(args.lr_e))
     return model
 
 
-def main(argv=None):
-    from trainers.run import start
+class GMGANTask(driver.Task):
+    """GM-GAN's schedule: GAN iterations with an E-net update every --enet-every of them,
+    then the final E-net updates."""
 
-    args, dataset, run = start(argv, "gmgan", build_parser, validate)
+    name, title = "gmgan", "GM-GAN"
+    build_parser, validate, build_model = staticmethod(build_parser), staticmethod(validate), staticmethod(build_model)
 
-    import tensorflow as tf
+    def total_steps(self):
+        args = self.args
+        return args.gan_steps + (args.gan_steps // args.enet_every if args.enet_every else 0) + args.final_enet_steps
 
-    from trainers import plots
-    from zoo.gmgan import SCALES, balanced_samples, scale_curve
+    def setup(self):
+        import tensorflow as tf
 
-    x, y, k = dataset.data, dataset.y, args.clusters  # as stored: float32 in the input pipeline
+        args, run, model, x = self.args, self.run, self.model, self.dataset.data
+        self.gan_step = run.replicated_step(model.gan_step)
+        self.enet_step = run.replicated_step(lambda data=None: model.e_step(data, scale=args.enet_scale))
+        self.embed = tf.function(model.embed, reduce_retracing=True)
+        self.eval_every = args.eval_every or max(1, args.gan_steps // 10)
+        self.initial, start, self.teacher = ({}, None, None) if args.init == "none" else run.start_clustering(
+            args.init, args.pseudo_labels)
+        if args.supervised:
+            arrays = (x, self.dataset.y.astype(np.int32))
+        elif self.initial:
+            arrays = (x, start.argmax(1).astype(np.int32))
+        else:
+            arrays = (x,)
+        # Reseeded by the start step, so a resumed run does not replay the same batches.
+        self.batches = common.distributed_batches(run.strategy, arrays, args.batch_size, args.seed + run.step)
 
-    # -- model and optimizers ------------------------------------------------------------
-    with run.strategy.scope():
-        model = build_model(args, dataset.input_shape)
-    run.track(model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer, e_optimizer=model.e_optimizer)
-
-    gan_step = run.replicated_step(model.train_step)
-    enet_step = run.replicated_step(lambda data=None: model.enet_train_step(data, scale=args.enet_scale))
-
-    embed = tf.function(model.embed, reduce_retracing=True)
-
-    def evaluate():
-        probs = run.posteriors()
-        report = run.evaluate(probs) if y is not None else {}
-        report["cluster_sizes"] = np.bincount(probs.argmax(1), minlength=k).tolist()
+    def evaluate(self):
+        probs = self.run.posteriors()
+        report = self.run.evaluate(probs) if self.dataset.y is not None else {}
+        report["cluster_sizes"] = np.bincount(probs.argmax(1), minlength=self.args.clusters).tolist()
         return report, probs.argmax(1)
 
     # -- GAN iterations with interleaved E-net updates, then the final E-net updates ----------
-    gan_total = args.gan_steps
-    total = gan_total + (gan_total // args.enet_every if args.enet_every else 0) + args.final_enet_steps
-    eval_every = args.eval_every or max(1, gan_total // 10)
-    limit = total if args.max_steps is None else min(total, args.max_steps)
-    run.progress(limit)
-    initial, start, teacher = ({}, None, None) if args.init == "none" else run.start_clustering(args.init,
-                                                                                                 args.pseudo_labels)
-    if args.supervised:
-        arrays = (x, y.astype(np.int32))
-    elif initial:
-        arrays = (x, start.argmax(1).astype(np.int32))
-    else:
-        arrays = (x,)
-    # Reseeded by the start step, so a resumed run does not replay the same batches.
-    batches = common.distributed_batches(run.strategy, arrays, args.batch_size, args.seed + run.step)
-    try:
-        while run.step < limit:
-            phase, done = schedule(run.step, gan_total, args.enet_every)
-            tick = time.perf_counter()
-            if phase == "gan":
-                values = gan_step(batches)
-                description = f"GAN {done + 1}/{gan_total}"
-            else:
-                values = enet_step(teacher)
-                description = f"E-net (after GAN {done}/{gan_total})"
-            values = run.step_done(phase, description, values, time.perf_counter() - tick)
+    def next_step(self, step):
+        phase, done = schedule(step, self.args.gan_steps, self.args.enet_every)
+        if phase == "gan":
+            return phase, f"GAN {done + 1}/{self.args.gan_steps}", self.gan_step, self.batches
+        return phase, f"E-net (after GAN {done}/{self.args.gan_steps})", self.enet_step, self.teacher
 
-            if phase == "gan" and (done + 1) % eval_every == 0:
-                report, _ = evaluate()
-                report.update(gan_step=done + 1, step=run.step, **values)
-                text = f"GAN iteration {done + 1}/{gan_total}: {common.format_metrics(report)}"
-                text += f"  (D(real) {values['d_real']:.2f}, D(fake) {values['d_fake']:.2f}, sigma {values['sigma']:.3f})"
-                if teacher is not None and args.recluster == "umap" and done + 1 < gan_total:
-                    refined, note = run.recluster(common.predict_in_batches(embed, x), report)
-                    teacher = run.pseudo_labelled(refined, args.pseudo_labels)
-                    batches = common.distributed_batches(run.strategy, (x, refined.argmax(1).astype(np.int32)),
-                                                         args.batch_size, args.seed + run.step)
-                    text += note
-                run.log_iteration(report, text)
-                run.save()
-    except KeyboardInterrupt:
-        return run.interrupted()
+    def after_step(self, phase, values):
+        args, run, x = self.args, self.run, self.dataset.data
+        done = schedule(run.step - 1, args.gan_steps, args.enet_every)[1]
+        if phase == "gan" and (done + 1) % self.eval_every == 0:
+            report, _ = self.evaluate()
+            report.update(gan_step=done + 1, step=run.step, **values)
+            text = f"GAN iteration {done + 1}/{args.gan_steps}: {common.format_metrics(report)}"
+            text += (f"  (D(real) {values['d_real']:.2f}, D(fake) {values['d_fake']:.2f}, "
+                     f"sigma {values['sigma']:.3f})")
+            if self.teacher is not None and args.recluster == "umap" and done + 1 < args.gan_steps:
+                refined, note = run.recluster(common.predict_in_batches(self.embed, x), report)
+                self.teacher = run.pseudo_labelled(refined, args.pseudo_labels)
+                self.batches = common.distributed_batches(run.strategy, (x, refined.argmax(1).astype(np.int32)),
+                                                          args.batch_size, args.seed + run.step)
+                text += note
+            run.log_iteration(report, text)
+            run.save()
 
-    # -- final evaluation, quality/diversity against the scale, figures, export --------------
-    report, predictions = evaluate()
-    extra = {}
-    if run.chief and y is not None and args.score_samples:
-        from zoo.reference import ReferenceClassifier
+    # -- final evaluation, quality/diversity against the scale, figures ----------------------
+    def final(self):
+        from zoo import plots
+        from zoo.gmgan import SCALES, balanced_samples, scale_curve
 
-        reference = ReferenceClassifier.for_dataset(dataset, seed=0)
-        curve = scale_curve(model, reference, dataset.x, SCALES, n=args.score_samples, seed=args.seed)
-        at_one = next(point for point in curve if point["scale"] == 1.0)
-        extra = dict(quality=at_one["quality"], diversity=at_one["diversity"], fd_classifier=at_one["fd_classifier"],
-                     scale_curve=curve, reference_held_out_accuracy=reference.held_out_accuracy)
-        run.scalars("scores", {key: float(extra[key]) for key in ("quality", "diversity", "fd_classifier")})
-        plots.curve_png([p["scale"] for p in curve],
-                        {"quality": [p["quality"] for p in curve], "diversity": [p["diversity"] for p in curve]},
-                        run.dir / "scale_curve.png", xlabel="sampling scale s (sigma_k x s)",
-                        title=f"GM-GAN on {dataset.name}: reference-classifier scores")
-        print("scale s:   " + "  ".join(f"{p['scale']:>6.2f}" for p in curve))
-        print("quality:   " + "  ".join(f"{p['quality']:>6.3f}" for p in curve))
-        print("diversity: " + "  ".join(f"{p['diversity']:>6.3f}" for p in curve))
-        print("FD-clf:    " + "  ".join(f"{p['fd_classifier']:>6.2f}" for p in curve))
-    if run.chief and dataset.kind == "image":
-        grid = np.stack([balanced_samples(model, 2 * k, scale=s, seed=args.seed) for s in SCALES])
-        plots.sample_grid(grid, run.dir / "scale_samples.png",
-                          title="rows: s = " + ", ".join(f"{s:g}" for s in SCALES) + "; columns: Gaussian 0..K-1 x2")
-    with run.strategy.scope():
-        sigmas = model.sigmas().numpy()
-    title = "GM-GAN" + (" (supervised)" if args.supervised else "")
-    if initial:
-        extra["initial"] = initial
-    run.finish(report, title, predictions=predictions, latent=args.latent, supervised=args.supervised,
-               sigma_mean=float(sigmas.mean()), sigma_min=float(sigmas.min()), sigma_max=float(sigmas.max()),
-               gan_steps_done=schedule(run.step, gan_total, args.enet_every)[1], **extra,
-               history=run.history("gan_step"))
-    return 0
+        args, dataset, run, model = self.args, self.dataset, self.run, self.model
+        report, predictions = self.evaluate()
+        extra = {}
+        if run.chief and dataset.y is not None and args.score_samples:
+            from zoo.reference import ReferenceClassifier
+
+            reference = ReferenceClassifier.for_dataset(dataset, seed=0)
+            curve = scale_curve(model, reference, dataset.x, SCALES, n=args.score_samples, seed=args.seed)
+            at_one = next(point for point in curve if point["scale"] == 1.0)
+            extra = dict(quality=at_one["quality"], diversity=at_one["diversity"],
+                         fd_classifier=at_one["fd_classifier"], scale_curve=curve,
+                         reference_held_out_accuracy=reference.held_out_accuracy)
+            run.scalars("scores", {key: float(extra[key]) for key in ("quality", "diversity", "fd_classifier")})
+            plots.curve_png([p["scale"] for p in curve],
+                            {"quality": [p["quality"] for p in curve], "diversity": [p["diversity"] for p in curve]},
+                            run.dir / "scale_curve.png", xlabel="sampling scale s (sigma_k x s)",
+                            title=f"GM-GAN on {dataset.name}: reference-classifier scores")
+            print("scale s:   " + "  ".join(f"{p['scale']:>6.2f}" for p in curve))
+            print("quality:   " + "  ".join(f"{p['quality']:>6.3f}" for p in curve))
+            print("diversity: " + "  ".join(f"{p['diversity']:>6.3f}" for p in curve))
+            print("FD-clf:    " + "  ".join(f"{p['fd_classifier']:>6.2f}" for p in curve))
+        if run.chief and dataset.kind == "image":
+            grid = np.stack([balanced_samples(model, 2 * args.clusters, scale=s, seed=args.seed) for s in SCALES])
+            plots.sample_grid(grid, run.dir / "scale_samples.png",
+                              title="rows: s = " + ", ".join(f"{s:g}" for s in SCALES)
+                                    + "; columns: Gaussian 0..K-1 x2")
+        with run.strategy.scope():
+            sigmas = model.sigmas().numpy()
+        if args.supervised:
+            self.title = "GM-GAN (supervised)"
+        if self.initial:
+            extra["initial"] = self.initial
+        return report, dict(predictions=predictions, latent=args.latent, supervised=args.supervised,
+                            sigma_mean=float(sigmas.mean()), sigma_min=float(sigmas.min()),
+                            sigma_max=float(sigmas.max()),
+                            gan_steps_done=schedule(run.step, args.gan_steps, args.enet_every)[1], **extra,
+                            history=run.history("gan_step"))
+
+
+def main(argv=None):
+    return driver.train(GMGANTask, argv)
 
 
 def cli():
     """The `zoo-gmgan` console command: one-line errors and exit codes, as `python -m trainers.gmgan`."""
-    sys.exit(common.run_main(main, "gmgan"))
+    driver.cli(GMGANTask)
 
 
 if __name__ == "__main__":

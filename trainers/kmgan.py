@@ -22,25 +22,22 @@ metrics.json carries the reference classifier's judgement of generated samples
 (FD-classifier, quality, diversity, class histogram), and generated_classes.png the histogram.
 """
 
-import sys
-import time
 
 import numpy as np
 
-from trainers import common
+from trainers import common, driver
 
 # Sized for a 2-core CPU: a step (three updates, batch 64, mnist5k conv nets) takes 0.3-0.7 s
 # depending on the CPU, so 1,000 steps, the UMAP start and the evaluations take 6-13 minutes.
 DEFAULTS = dict(train_steps=1000, latent_dim=62, feature_dim=64, clip=0.05, center_weight=1.0, margin=1.0,
-                center_memory=10.0, temperature=1.0, lr=2e-4, init_samples=2000, init_restarts=5, init="umap",
-                pseudo_labels=0.5)
+                center_memory=10.0, temperature=1.0, init_samples=2000, init_restarts=5, score_samples=2000,
+                init="umap", pseudo_labels=0.5)
 # The paper's method: what --paper sets wherever a flag is not given.
 PAPER = dict(init="none", pseudo_labels=0.5)
 
 
 def build_parser():
-    parser = common.base_parser("kmgan", __doc__.split("\n\n")[0].split(": ", 1)[-1] + "\n\n"
-                                + __doc__.split("\n\n", 1)[1])
+    parser = common.base_parser("kmgan", __doc__)
     group = parser.add_argument_group("KM-GAN")
     group.add_argument("--train-steps", type=int, default=DEFAULTS["train_steps"],
                        help="training length in steps (each = D, G and center-loss updates + a center update)")
@@ -64,7 +61,7 @@ def build_parser():
                        help="cap of mini-batch K-Means' per-center counts: lower = centers follow D faster")
     group.add_argument("--temperature", type=float, default=DEFAULTS["temperature"],
                        help="of the exported probabilities softmax(-squared distance / temperature)")
-    group.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="Adam learning rate of D and G (beta1 0.5)")
+    common.add_learning_rate_arguments(group, "kmgan", deprecated=[("--lr", "gd")])
     group.add_argument("--init-samples", type=int, default=DEFAULTS["init_samples"],
                        help="with --init none: real samples for the k-means++ initialisation of the centers")
     group.add_argument("--init-restarts", type=int, default=DEFAULTS["init_restarts"],
@@ -72,10 +69,10 @@ def build_parser():
                             "kept")
     group.add_argument("--eval-every", type=int, default=None,
                        help="evaluate and log a history line every N steps (None: train_steps / 8)")
-    group.add_argument("--no-judge", action="store_true",
-                       help="skip the reference classifier's scores of generated samples at the end")
-    group.add_argument("--architecture", choices=["auto", "conv", "mlp"], default="auto",
-                       help="networks: auto picks conv for square images, mlp for vectors and small images")
+    group.add_argument("--score-samples", type=int, default=DEFAULTS["score_samples"],
+                       help="generated samples the reference classifier scores at the end (0: no scores)")
+    group.add_argument("--no-judge", action=common.DeprecatedFlag, nargs=0, const=0, targets=["score_samples"],
+                       replacement="--score-samples 0")
     return parser
 
 
@@ -86,12 +83,15 @@ def validate(args, dataset):
     if args.space == "pixel" and args.init != "none":
         raise common.UsageError(f"--space pixel clusters by pixel K-Means; it cannot hold --init {args.init} "
                                 f"clusters (use --space feature or --init none)")
+    if args.score_samples < 0:
+        raise common.UsageError(f"--score-samples must be >= 0 (got {args.score_samples})")
     for flag in ("train_steps", "latent_dim", "feature_dim", "init_samples", "init_restarts"):
         if getattr(args, flag) < 1:
             raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
     if args.eval_every is not None and args.eval_every < 1:
         raise common.UsageError(f"--eval-every must be positive (got {args.eval_every})")
-    for flag in ("lr", "margin", "center_memory", "temperature"):
+    common.fill_learning_rates(args, "kmgan")
+    for flag in ("margin", "center_memory", "temperature"):
         if not getattr(args, flag) > 0:
             raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
     for flag in ("clip", "center_weight", "regularizer_weight"):
@@ -99,9 +99,6 @@ def validate(args, dataset):
             raise common.UsageError(f"--{flag.replace('_', '-')} must be >= 0 (got {getattr(args, flag)})")
     if args.labels:
         raise common.UsageError("KM-GAN is unsupervised: --labels is not supported (use trainers.ganem)")
-    common.zoo_data.check_num_clusters(args.clusters, len(dataset))
-    if args.batch_size > len(dataset):
-        raise common.UsageError(f"--batch-size {args.batch_size} exceeds the number of samples ({len(dataset)})")
 
 
 def build_model(args, input_shape):
@@ -114,102 +111,111 @@ def build_model(args, input_shape):
                   center_weight=args.center_weight, regularizer_weight=args.regularizer_weight,
                   temperature=args.temperature, center_memory=args.center_memory, margin=args.margin,
                   architecture=args.architecture, seed=args.seed)
-    adam = lambda: Adam(args.lr, beta_1=0.5)  # noqa: E731
-    model.compile(g_optimizer=adam(), d_optimizer=adam())
+    model.compile(g_optimizer=Adam(args.lr_g, beta_1=0.5), d_optimizer=Adam(args.lr_d, beta_1=0.5))
     return model
 
 
-def main(argv=None):
-    from trainers.run import start
+class KMGANTask(driver.Task):
+    """KM-GAN's schedule: one phase, the three-step alternation, evaluated every --eval-every steps."""
 
-    args, dataset, run = start(argv, "kmgan", build_parser, validate)
+    name, title = "kmgan", "KM-GAN"
+    build_parser, validate, build_model = staticmethod(build_parser), staticmethod(validate), staticmethod(build_model)
 
-    import tensorflow as tf
-    from sklearn.decomposition import PCA
+    def total_steps(self):
+        return self.args.train_steps
 
-    from trainers import plots
-    from zoo import baselines
+    # -- initial centers --------------------------------------------------------------------
+    def setup(self):
+        import tensorflow as tf
 
-    x, y, k = dataset.data, dataset.y, args.clusters  # as stored: float32 in the input pipeline
+        from zoo import baselines
 
-    # -- model, optimizers, initial centers ------------------------------------------------
-    with run.strategy.scope():
-        model = build_model(args, dataset.input_shape)
-    run.track(model, g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer)
-    run.progress(args.train_steps if args.max_steps is None else min(args.train_steps, args.max_steps))
-    # With --init, the most confident members of the start clusters are trained with their
-    # cluster held fixed, and only they: the rest are clustered by D's features.
-    initial, start, held = ({}, None, None) if args.init == "none" else run.start_clustering(args.init,
-                                                                                             args.pseudo_labels)
-    if not args.resume:  # a resumed run has its centers from the checkpoint
-        if initial:
-            chosen = baselines.confident_subset(start, args.pseudo_labels)
-            model.init_centers(dataset.take(chosen), labels=start.argmax(1)[chosen])
-        else:
-            sample = np.random.default_rng(args.seed).permutation(len(x))[: args.init_samples]
-            model.init_centers(dataset.take(sample), restarts=args.init_restarts)
+        args, dataset, run, model = self.args, self.dataset, self.run, self.model
+        # With --init, the most confident members of the start clusters are trained with their
+        # cluster held fixed, and only they: the rest are clustered by D's features.
+        self.initial, start, held = ({}, None, None) if args.init == "none" else run.start_clustering(
+            args.init, args.pseudo_labels)
+        if not args.resume:  # a resumed run has its centers from the checkpoint
+            if self.initial:
+                chosen = baselines.confident_subset(start, args.pseudo_labels)
+                model.init_centers(dataset.take(chosen), labels=start.argmax(1)[chosen])
+            else:
+                sample = np.random.default_rng(args.seed).permutation(len(dataset))[: args.init_samples]
+                model.init_centers(dataset.take(sample), restarts=args.init_restarts)
+        self.alternation_step = run.replicated_step(model.alternation_step)
+        self.features_of = tf.function(model.features, reduce_retracing=True)
+        self.shown = np.random.default_rng(args.seed).permutation(len(dataset))[:2000]
+        self.snapshots = []
+        self.eval_every = args.eval_every or max(1, args.train_steps // 8)
+        self.limit = args.train_steps if args.max_steps is None else min(args.train_steps, args.max_steps)
+        self.snapshot(f"step {run.step}")
+        self.batches = held if held is not None else common.distributed_batches(
+            run.strategy, (dataset.data,), args.batch_size, args.seed + run.step)
 
-    train_step = run.replicated_step(model.train_step)
-    features_of = tf.function(model.features, reduce_retracing=True)
-    shown = np.random.default_rng(args.seed).permutation(len(x))[:2000]
-    snapshots = []
+    def snapshot(self, label):
+        self.snapshots.append((label, common.predict_in_batches(self.features_of, self.dataset.take(self.shown))))
 
-    def snapshot(label):
-        snapshots.append((label, common.predict_in_batches(features_of, dataset.take(shown))))
-
-    def evaluate():
-        probs = run.posteriors()
-        return run.evaluate(probs), probs.argmax(1)
+    def evaluate(self):
+        probs = self.run.posteriors()
+        return self.run.evaluate(probs), probs.argmax(1)
 
     # -- the loop: one step = the three-step alternation -------------------------------------
-    eval_every = args.eval_every or max(1, args.train_steps // 8)
-    limit = args.train_steps if args.max_steps is None else min(args.train_steps, args.max_steps)
-    snapshot(f"step {run.step}")
-    batches = held if held is not None else common.distributed_batches(run.strategy, (x,), args.batch_size,
-                                                                        args.seed + run.step)
-    try:
-        while run.step < limit:
-            tick = time.perf_counter()
-            values = train_step(batches)
-            values = run.step_done("train", f"step {run.step + 1}/{args.train_steps}", values,
-                                   time.perf_counter() - tick)
-            if run.step % eval_every == 0:
-                report, _ = evaluate()
-                report.update(step=run.step, **values)
-                run.log_iteration(report, f"step {run.step}/{args.train_steps}: {common.format_metrics(report)}  "
-                                          f"(center loss {values['center_loss']:.4f})")
-                if len(snapshots) < 4 or run.step == limit:
-                    snapshot(f"step {run.step}")
-                run.save()
-    except KeyboardInterrupt:
-        return run.interrupted()
+    def next_step(self, step):
+        return "train", f"step {step + 1}/{self.args.train_steps}", self.alternation_step, self.batches
 
-    # -- final evaluation, figures, judgement, export ------------------------------------------
-    report, predictions = evaluate()
-    extra = {}
-    if run.chief:
-        if snapshots[-1][0] != f"step {run.step}":
-            snapshot(f"step {run.step}")
-        panels = snapshots if len(snapshots) <= 5 else [snapshots[0], *snapshots[-4:]]
-        pca = PCA(2, random_state=0).fit(panels[-1][1])
-        colours = y[shown] if y is not None else predictions[shown]
-        plots.scatter_panels_png([(label, pca.transform(f)) for label, f in panels], colours,
-                                 run.dir / "features.png",
-                                 title=f"KM-GAN D features ({args.space} K-Means), PCA to 2-D, coloured by "
-                                       + ("true label" if y is not None else "cluster"))
-        if y is not None and not args.no_judge:
-            extra["judge"] = judge(model, dataset, args.seed)
-            plots.class_histogram_png(extra["judge"]["class_histogram"], run.dir / "generated_classes.png",
-                                      title=f"KM-GAN generated samples by class, FD-classifier "
-                                            f"{extra['judge']['fd_classifier']:.0f}")
-    if y is not None:  # the paper's claim: K-Means on D's features, run afresh
-        features = common.predict_in_batches(features_of, x)
-        extra.update({f"feature_kmeans_{key}": value for key, value in common.clustering_metrics(
-            y, baselines.kmeans_pixels(features, k, args.seed), k).items() if key in ("acc", "nmi", "ari")})
-    if initial:
-        extra["initial"] = initial
-    run.finish(report, "KM-GAN", predictions=predictions, space=args.space, history=run.history("step"), **extra)
-    return 0
+    def after_step(self, phase, values):
+        run = self.run
+        if run.step % self.eval_every == 0:
+            report, _ = self.evaluate()
+            report.update(step=run.step, **values)
+            run.log_iteration(report, f"step {run.step}/{self.args.train_steps}: {common.format_metrics(report)}  "
+                                      f"(center loss {values['center_loss']:.4f})")
+            if len(self.snapshots) < 4 or run.step == self.limit:
+                self.snapshot(f"step {run.step}")
+            run.save()
+
+    # -- final evaluation, figures, judgement ------------------------------------------------------
+    def final(self):
+        from sklearn.decomposition import PCA
+
+        from zoo import baselines, plots
+
+        args, dataset, run, model = self.args, self.dataset, self.run, self.model
+        y, k = dataset.y, args.clusters
+        report, predictions = self.evaluate()
+        extra = {}
+        if run.chief:
+            if self.snapshots[-1][0] != f"step {run.step}":
+                self.snapshot(f"step {run.step}")
+            snapshots = self.snapshots
+            panels = snapshots if len(snapshots) <= 5 else [snapshots[0], *snapshots[-4:]]
+            pca = PCA(2, random_state=0).fit(panels[-1][1])
+            colours = y[self.shown] if y is not None else predictions[self.shown]
+            plots.scatter_panels_png([(label, pca.transform(f)) for label, f in panels], colours,
+                                     run.dir / "features.png",
+                                     title=f"KM-GAN D features ({args.space} K-Means), PCA to 2-D, coloured by "
+                                           + ("true label" if y is not None else "cluster"))
+            if y is not None and args.score_samples:
+                extra["judge"] = judge(model, dataset, args.seed, args.score_samples)
+                plots.class_histogram_png(extra["judge"]["class_histogram"], run.dir / "generated_classes.png",
+                                          title=f"KM-GAN generated samples by class, FD-classifier "
+                                                f"{extra['judge']['fd_classifier']:.0f}")
+        if y is not None:  # the paper's claim: K-Means on D's features, run afresh
+            features = common.predict_in_batches(self.features_of, dataset.data)
+            extra.update({f"feature_kmeans_{key}": value for key, value in common.clustering_metrics(
+                y, baselines.kmeans_pixels(features, k, args.seed), k).items() if key in ("acc", "nmi", "ari")})
+        if self.initial:
+            extra["initial"] = self.initial
+        return report, dict(predictions=predictions, space=args.space, history=run.history("step"), **extra)
+
+
+def main(argv=None):
+    return driver.train(KMGANTask, argv)
+
+
+def cli():
+    """The `zoo-kmgan` console command: one-line errors and exit codes, as `python -m trainers.kmgan`."""
+    driver.cli(KMGANTask)
 
 
 def judge(model, dataset, seed, count=2000):
@@ -224,11 +230,6 @@ def judge(model, dataset, seed, count=2000):
                             for i in range(0, count, 500)])
     real = dataset.take(np.random.default_rng(seed).permutation(len(dataset))[:count])
     return reference.scores(fakes, real)
-
-
-def cli():
-    """The `zoo-kmgan` console command: one-line errors and exit codes, as `python -m trainers.kmgan`."""
-    sys.exit(common.run_main(main, "kmgan"))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,8 @@
 """One training run, the same for every model: strategy, run directory, TensorBoard,
 checkpoints and the end-of-run outputs (figures, metrics.json, SavedModels).
 
-A trainer builds its model inside `run.strategy.scope()`, hands it to `run.track`,
-drives its own schedule with `run.step_done` after every optimizer update, and ends
-with `run.finish`.
+The loop of `trainers.driver` builds the model inside `run.strategy.scope()`, hands it to
+`run.track`, books every optimizer update with `run.step_done` and ends with `run.finish`.
 """
 
 import contextlib
@@ -11,6 +10,7 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -24,7 +24,9 @@ def start(argv, model_name, build_parser, validate):
     common.tflog.configure(args.verbose)
     dataset = common.zoo_data.load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir,
                                            labels_file=args.labels_file, memory_budget=args.memory_budget << 20)
-    validate(args, dataset)  # bad input fails here, before TensorFlow is imported
+    # Bad input fails here, before TensorFlow is imported.
+    common.check_fits(args.clusters, args.batch_size, len(dataset))
+    validate(args, dataset)
     common.tflog.import_tensorflow(args.verbose)
 
     import keras
@@ -251,8 +253,7 @@ class Run:
         with self.timed("start_clustering"):
             probs = baselines.start_posteriors(init, self.dataset.x, self.model.num_clusters, self.args.seed)
         initial = dict(self.evaluate(probs, log=False), init=init)
-        if self.chief:
-            self._progress.write(f"start clustering (--init {init}): {common.format_metrics(initial)}")
+        self.write(f"start clustering (--init {init}): {common.format_metrics(initial)}")
         return initial, probs, self.pseudo_labelled(probs, fraction)
 
     def pseudo_labelled(self, probs, fraction):
@@ -276,13 +277,17 @@ class Run:
             refined, report["recluster_fit"] = baselines.reclustered(features, probs, self.args.seed)
         if self.dataset.y is None:
             return refined, ""
-        report["recluster_acc"] = common.clustering_metrics(self.dataset.y, refined.argmax(1), self.args.clusters)["acc"]
+        metrics = common.clustering_metrics(self.dataset.y, refined.argmax(1), self.args.clusters)
+        report["recluster_acc"] = metrics["acc"]
         return refined, f"  (re-clustered: ACC {report['recluster_acc']:.4f})"
 
-    def note(self, text):
+    def write(self, text):
         """A line for the user (chief only), above the progress bar."""
         if self.chief:
-            self._progress.write(f"note: {text}")
+            self._progress.write(text)
+
+    def note(self, text):
+        self.write(f"note: {text}")
 
     def log_iteration(self, report, text):
         """One line per iteration on screen and in history.jsonl (kept across --resume)."""
@@ -293,11 +298,7 @@ class Run:
                 f.write(json.dumps(report, default=common.json_default) + "\n")
 
     def history(self, key):
-        path = self.dir / "history.jsonl"
-        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-        records = [r for r in map(_history_record, lines) if isinstance(r, dict) and key in r]
-        # An iteration repeated after a kill between its log line and its checkpoint: keep the last.
-        return list({json.dumps(h[key], default=str): h for h in records}.values())
+        return read_history(self.dir, key)
 
     # -- the end -------------------------------------------------------------------------
     def finish(self, report, title, subset=None, predictions=None, **extra):
@@ -306,7 +307,7 @@ class Run:
         clusters otherwise (e.g. k-means on embeddings) passes its own for the figures."""
         import tensorflow as tf
 
-        from trainers import plots
+        from zoo import plots
 
         self._progress.close()
         wall = time.time() - self.started
@@ -329,7 +330,8 @@ class Run:
                     tf.summary.image("samples", plots.grid_image(samples)[None])
             if data.y is not None:
                 plots.confusion_png(data.y[subset], predictions[subset], model.num_clusters,
-                                    self.dir / "confusion.png", title=f"{title} on {data.name}: ACC {report['acc']:.3f}",
+                                    self.dir / "confusion.png",
+                                    title=f"{title} on {data.name}: ACC {report['acc']:.3f}",
                                     class_names=data.class_names)
             if model.embedding_size == 2:
                 embedding = common.predict_in_batches(tf.function(model.embed, reduce_retracing=True), data.data)
@@ -383,6 +385,16 @@ def write_assignments(csv_path, dataset, probs, predictions, sheets_dir=None):
         shown = assignments.members_to_show(predictions, confidence, probs.shape[1])
         assignments.write_contact_sheets(sheets_dir, dataset.take, shown, probs.shape[1])
     return csv_path
+
+
+def read_history(run_dir, key):
+    """The records of RUN_DIR/history.jsonl that have `key` (e.g. em_iteration), one per value
+    of it: an iteration repeated after a kill between its log line and its checkpoint keeps
+    its last record."""
+    path = Path(run_dir) / "history.jsonl"
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    records = [r for r in map(_history_record, lines) if isinstance(r, dict) and key in r]
+    return list({json.dumps(r[key], default=str): r for r in records}.values())
 
 
 def _history_record(line):

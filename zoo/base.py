@@ -1,13 +1,16 @@
 """What every model of the zoo shares: the public surface and replica-aware noise.
 
 Trainers, export and serving treat every model alike through four methods:
-`cluster_probs(x)`, `embed(x)`, `generate(z, c)` and `sample_latent(n, seed)`.
+`cluster_probs(x)`, `embed(x)`, `generate(z, c)` and `sample_latent(n, seed)`. `classify`
+and `sample` complete the vocabulary the loaded exports (`zoo.load`) and the serving
+client (`serving.client.ZooClient`) share.
 """
 
 import keras
 import tensorflow as tf
 
 from zoo import losses
+from zoo.hub import cluster_ids
 
 # Independent noise streams of one training step (e.g. the fakes of the
 # discriminator phase and of the generator phase are different draws).
@@ -94,6 +97,12 @@ class ClusterModel(keras.Model):
 
     # Name used for servables and metadata, e.g. "ganem" -> ganem_enet, ganem_generator.
     zoo_name = None
+    # The update methods one training iteration alternates, in order; `python -m
+    # trainers.<zoo_name>` schedules them.
+    phases = ()
+    # Adam learning rates by network (g, d, e) when `compile` is given no optimizer: the
+    # trainer's defaults too, so the Python API and the command line train the same model.
+    learning_rates = {}
 
     def __init__(self, data_shape, num_clusters, latent_dim, architecture="auto", seed=0, **kwargs):
         super().__init__(**kwargs)
@@ -146,12 +155,34 @@ class ClusterModel(keras.Model):
         seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
         return tf.random.stateless_normal((n, self.latent_dim), seed=seed)
 
-    def predict_clusters(self, x):
-        return tf.argmax(self.cluster_probs(x), axis=-1)
+    def classify(self, x):
+        """[N, *data_shape] -> {"probabilities" [N, K], "cluster" [N], "embedding" [N, d]}."""
+        probabilities = self.cluster_probs(x)
+        return {"probabilities": probabilities, "cluster": tf.argmax(probabilities, axis=-1, output_type=tf.int64),
+                "embedding": self.embed(x)}
+
+    def sample(self, cluster, count=1, seed=0, **options):
+        """`count` samples of `cluster` (an id, or one id per sample) from the noise of `seed`,
+        as the exported generator's `sample` signature draws them; `options` go to `generate`
+        (GM-GAN: `scale`)."""
+        clusters = tf.constant(cluster_ids(cluster, count), tf.int32)
+        return self.generate(self.sample_latent(len(clusters), seed=seed), clusters, **options)
 
     def call(self, x):
         # The forward pass Keras builds the model with: the E-net classifier.
         return self.cluster_probs(x)
+
+    # -- training is an alternation of phases, not Keras' one train_step --------------
+    def fit(self, *args, **kwargs):
+        raise NotImplementedError(self._not_fit())
+
+    def train_step(self, data):
+        raise NotImplementedError(self._not_fit())
+
+    def _not_fit(self):
+        return (f"{type(self).__name__} does not train with fit(): one iteration alternates "
+                f"{', '.join(self.phases)}; train it with `python -m trainers.{self.zoo_name}` "
+                f"(from Python: trainers.{self.zoo_name}.main([...]))")
 
     # -- helpers for train steps --------------------------------------------------
     def gradients(self, tape, loss, variables):

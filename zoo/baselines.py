@@ -229,7 +229,8 @@ def label_spreading_posteriors(x, labelled, labels, k: int, seed: int = 0, compo
     n = len(z)
     targets = np.full(n, -1, np.int64)
     targets[labelled] = labels
-    model = LabelSpreading(kernel="knn", n_neighbors=min(int(neighbors), n - 1), alpha=0.2, max_iter=100).fit(z, targets)
+    model = LabelSpreading(kernel="knn", n_neighbors=min(int(neighbors), n - 1), alpha=0.2, max_iter=100)
+    model.fit(z, targets)
     probs = np.zeros((n, int(k)), np.float32)
     probs[:, model.classes_] = model.label_distributions_
     probs /= np.maximum(probs.sum(1, keepdims=True), 1e-12)

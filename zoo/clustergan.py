@@ -6,10 +6,10 @@ Networks".
 * Latent z = (z_n, z_c): z_n ~ N(0, sigma^2 I) (sigma = 0.1, dim 30) and the one-hot
   code z_c = onehot(c) of a uniform cluster c. The generator G(z_n, z_c) takes the
   one-hot code as its condition.
-* Critic D (`train_step`): WGAN-GP, D(x) - D(G(z)) maximised with a gradient penalty
+* Critic D (`critic_step`): WGAN-GP, D(x) - D(G(z)) maximised with a gradient penalty
   of weight lambda = 10 at random interpolates of real and fake samples. The trainer
   runs `n_critic` (5) critic updates per generator update.
-* Generator and encoder (`generator_train_step`): the encoder E maps a sample back to
+* Generator and encoder (`generator_step`): the encoder E maps a sample back to
   the latent space, E(x) = (E_n(x), E_c(x)) with E_c a softmax over K. G and E jointly
   minimise
       -D(G(z)) + beta_n ||z_n - E_n(G(z))||^2 + beta_c CE(z_c, E_c(G(z))),
@@ -18,7 +18,7 @@ Networks".
   become K modes of the data.
 * Clustering: cluster(x) = argmax E_c(x) (`cluster_probs`), or k-means on E(x)
   (`embed`, done by the trainer), as in the paper.
-* Not the paper (an option of `generator_train_step`): a batch of real samples with
+* Not the paper (an option of `generator_step`): a batch of real samples with
   cluster labels from a start clustering (pseudo-labels) adds beta_c CE(y, E_c(x)) to the
   G/E loss. E_c then names real clusters from the first steps, and G, which must make
   code c recognisable to E_c, learns to draw cluster c; without it the K codes drift to
@@ -39,7 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo import losses
+from zoo import defaults, losses
 from zoo.base import ClusterModel, replica_slice
 from zoo.networks import build_classifier, build_generator
 from zoo.optimizers import Adam
@@ -65,6 +65,8 @@ class ClusterGAN(ClusterModel):
     """
 
     zoo_name = "clustergan"
+    phases = ("critic_step", "generator_step")
+    learning_rates = defaults.LEARNING_RATES["clustergan"]
     ZN_LOSSES = ("sum", "mean")
 
     def __init__(
@@ -125,12 +127,12 @@ class ClusterGAN(ClusterModel):
         return config
 
     def compile(self, g_optimizer=None, d_optimizer=None, e_optimizer=None, **kwargs):
-        """Optimizers default to the paper's Adam(1e-4, beta1 0.5, beta2 0.9) for all three."""
+        """Optimizers default to the paper's Adam(beta1 0.5, beta2 0.9) at `learning_rates`."""
         super().compile(**kwargs)
-        adam = lambda: Adam(1e-4, beta_1=0.5, beta_2=0.9)  # noqa: E731
-        self.g_optimizer = g_optimizer or adam()
-        self.d_optimizer = d_optimizer or adam()
-        self.e_optimizer = e_optimizer or adam()
+        adam = lambda rate: Adam(rate, beta_1=0.5, beta_2=0.9)  # noqa: E731
+        self.g_optimizer = g_optimizer or adam(self.learning_rates["g"])
+        self.d_optimizer = d_optimizer or adam(self.learning_rates["d"])
+        self.e_optimizer = e_optimizer or adam(self.learning_rates["e"])
         # Only self.optimizer is built by Keras; build the others here, inside the
         # strategy scope, or their slots become placeholders under tf.distribute.
         self.g_optimizer.build(self.generator.trainable_variables)
@@ -180,7 +182,7 @@ class ClusterGAN(ClusterModel):
         return scores[:, 0]
 
     # -- critic ---------------------------------------------------------------------
-    def train_step(self, data):
+    def critic_step(self, data):
         """One WGAN-GP critic update on a batch of real data, `(x,)` or `x`."""
         x = data[0] if isinstance(data, (tuple, list)) else data
         batch = tf.shape(x)[0]
@@ -212,7 +214,7 @@ class ClusterGAN(ClusterModel):
         }
 
     # -- generator and encoder ----------------------------------------------------------
-    def generator_train_step(self, data=None):
+    def generator_step(self, data=None):
         """One joint update of G and E on a batch of generated samples. With `data` =
         (x, y), real samples with cluster labels y (pseudo-labels from a clustering of the
         data: not the paper, which never shows E real data), E_c also learns y from x, so

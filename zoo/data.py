@@ -12,8 +12,8 @@ folder or IDX file larger than the memory budget stays on disk and is read batch
 * a ``.npz`` file, an IDX file (MNIST's format, optionally gzipped) or a folder of images.
 
 Images come back as ``[N, H, W, C]`` (C is 1 or 3; ``Dataset.x`` and ``Dataset.take`` give them
-as float32 in ``[0, 1]``), vectors as ``[N, D]`` standardised per feature. Labels, when known, are int64 ``0..num_classes-1``. Every problem
-with the input raises :class:`DataError` with a one-line message.
+as float32 in ``[0, 1]``), vectors as ``[N, D]`` standardised per feature. Labels, when known,
+are int64 ``0..num_classes-1``. Every problem with the input raises :class:`DataError` with a one-line message.
 
 TensorFlow, tensorflow-datasets, scikit-learn, mlxtend and Pillow are imported lazily, inside
 the functions that need them, so ``import zoo.data`` is cheap.
@@ -29,10 +29,8 @@ import numpy as np
 
 __all__ = [
     "DATASETS",
-    "SPEC_HELP",
     "DataError",
     "Dataset",
-    "check_num_clusters",
     "labeled_subset",
     "load_dataset",
 ]
@@ -184,13 +182,6 @@ _TFDS = {
 #: name -> short description, for the --help text of the trainers.
 DATASETS: dict = {**_BUILTIN, **_TFDS}
 
-#: The other forms a dataset spec can take, for --help text.
-SPEC_HELP = (
-    "a name (" + ", ".join(DATASETS) + "), tfds:NAME for any prepared tensorflow-datasets "
-    "dataset, a .npz file (x/images/X and optional y/labels), an IDX file (.gz allowed) "
-    "or a folder of png/jpg/bmp/gif images"
-)
-
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 _TFDS_RESIZE = {"celeb_a": 64}  # tfds datasets whose images are centre-cropped and resized
 _SYNTHETIC_DEFAULTS = {"clusters": 10, "samples": 10000, "dim": 100}
@@ -205,14 +196,6 @@ def _valid_names() -> str:
 # ---------------------------------------------------------------------------------------------
 # Public helpers
 # ---------------------------------------------------------------------------------------------
-
-def check_num_clusters(k: int, n: int) -> None:
-    """Raises DataError unless ``2 <= k <= n``."""
-    if k < 2:
-        raise DataError(f"--clusters must be at least 2 (got {k})")
-    if k > n:
-        raise DataError(f"--clusters {k} exceeds the number of samples ({n})")
-
 
 def labeled_subset(y, n_labels: int, num_classes: int, seed: int) -> np.ndarray:
     """Indices (sorted, int64) of ``n_labels`` examples balanced across ``num_classes`` classes.

@@ -2,11 +2,11 @@
 
 Zhao et al., "GAN-EM: GAN based EM learning framework" (docs/models/ganem.md).
 
-* M-step (`train_step`): a conditional generator G(z, c) and a discriminator D with
+* M-step (`m_step`): a conditional generator G(z, c) and a discriminator D with
   K sigmoid heads. Head i learns "real and in cluster i", with real x weighted by
   the soft label w_i(x) that the last E-step gave it; every fake is fake for every
   head. G(., c) is trained to be taken for real by head c.
-* E-step (`enet_train_step`): the E-net learns to tell which cluster c a *generated*
+* E-step (`e_step`): the E-net learns to tell which cluster c a *generated*
   sample came from, with c drawn from the mixing prior pi. In the paper it never sees
   real data, except labelled data in the semi-supervised setting, where every E-step
   update adds the cross-entropy of a labelled batch (and labelled x keep w = onehot(y));
@@ -27,7 +27,7 @@ import keras
 import tensorflow as tf
 
 from zoo import augment as augmentation
-from zoo import losses
+from zoo import defaults, losses
 from zoo.base import ClusterModel
 from zoo.networks import build_classifier, build_generator
 from zoo.optimizers import Adam
@@ -57,6 +57,8 @@ class GANEM(ClusterModel):
     """
 
     zoo_name = "ganem"
+    phases = ("m_step", "e_step")
+    learning_rates = defaults.LEARNING_RATES["ganem"]
     VARIANTS = ("paper", "authors-code")
     AUGMENTS = ("none", "labelled", "all")
 
@@ -121,11 +123,12 @@ class GANEM(ClusterModel):
         return config
 
     def compile(self, g_optimizer=None, d_optimizer=None, e_optimizer=None, **kwargs):
-        """Optimizers default to the paper code's Adam(2e-4 x (G 3, D 1, E 0.3), beta1 0.5)."""
+        """Optimizers default to Adam(beta1 0.5) at `learning_rates`."""
         super().compile(**kwargs)
-        self.g_optimizer = g_optimizer or Adam(6e-4, beta_1=0.5)
-        self.d_optimizer = d_optimizer or Adam(2e-4, beta_1=0.5)
-        self.e_optimizer = e_optimizer or Adam(6e-5, beta_1=0.5)
+        rates = self.learning_rates
+        self.g_optimizer = g_optimizer or Adam(rates["g"], beta_1=0.5)
+        self.d_optimizer = d_optimizer or Adam(rates["d"], beta_1=0.5)
+        self.e_optimizer = e_optimizer or Adam(rates["e"], beta_1=0.5)
         # Only self.optimizer is built by Keras; build the others here, inside the
         # strategy scope, or their slots become placeholders under tf.distribute.
         self.g_optimizer.build(self.generator.trainable_variables)
@@ -137,7 +140,7 @@ class GANEM(ClusterModel):
         return self.generator([z, tf.one_hot(c, self.num_clusters)], training=False)
 
     # -- M-step ---------------------------------------------------------------------
-    def train_step(self, data):
+    def m_step(self, data):
         """One M-step update of D then G on a batch `(x, w)` of real data and soft labels."""
         x, w = data
         batch = tf.shape(x)[0]
@@ -186,7 +189,7 @@ class GANEM(ClusterModel):
         }
 
     # -- E-step ---------------------------------------------------------------------
-    def enet_train_step(self, labelled=None):
+    def e_step(self, labelled=None):
         """One E-net update on a batch of generated samples with c ~ pi (paper) or
         class-balanced c (authors' code); with `labelled` = (x_l, y_l), the
         semi-supervised cross-entropy on labelled real data is added."""

@@ -14,7 +14,7 @@ Datasets, and the Unsupervised Clustering of Images".
 * Supervised (`supervised=True`): k is the class label. D has K logits, one per class;
   D_y(x) judges "real of class y": real (x, y) against fakes of component c, judged by
   head c. G is still G(z): which Gaussian z came from is its only condition.
-* Clustering (`enet_train_step`): the E-net, a classifier E(x) -> softmax over K, learns
+* Clustering (`e_step`): the E-net, a classifier E(x) -> softmax over K, learns
   which component a *generated* sample came from, on pairs (G(z), k) with every k
   equally often (as GAN-EM's E-step, which it shares `build_classifier` and the loss
   with). Applied to real data, argmax E(x) is the cluster. It never sees real data.
@@ -40,14 +40,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo import losses
+from zoo import defaults, losses
 from zoo.base import ClusterModel, replica_slice
 from zoo.networks import build_classifier, build_generator
 from zoo.optimizers import Adam
 
 # sigma_k is exp(log sigma_k) floored here, so a dynamic sigma cannot collapse to 0.
 SIGMA_FLOOR = 1e-3
-# The sampling scales of the quality/diversity curve (the issue's s values).
+# The sampling scales s (sigma_k x s) of the quality/diversity curve.
 SCALES = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 
@@ -68,6 +68,8 @@ class GMGAN(ClusterModel):
     """
 
     zoo_name = "gmgan"
+    phases = ("gan_step", "e_step")
+    learning_rates = defaults.LEARNING_RATES["gmgan"]
     LATENTS = ("dynamic", "static")
     # The exported generator's `sample` signature takes a `scale` input (export/savedmodel.py).
     samples_with_scale = True
@@ -126,13 +128,12 @@ class GMGAN(ClusterModel):
         return config
 
     def compile(self, g_optimizer=None, d_optimizer=None, e_optimizer=None, **kwargs):
-        """Optimizers default to Adam(beta1 0.5): 1e-3 for G (with mu, sigma), 2e-4 for D and E
-        (InfoGAN's MNIST rates; with G at D's rate, G collapsed each Gaussian to one image)."""
+        """Optimizers default to Adam(beta1 0.5) at `learning_rates` (G's also moves mu and sigma)."""
         super().compile(**kwargs)
-        adam = lambda lr: Adam(lr, beta_1=0.5)  # noqa: E731
-        self.g_optimizer = g_optimizer or adam(1e-3)
-        self.d_optimizer = d_optimizer or adam(2e-4)
-        self.e_optimizer = e_optimizer or adam(2e-4)
+        adam = lambda rate: Adam(rate, beta_1=0.5)  # noqa: E731
+        self.g_optimizer = g_optimizer or adam(self.learning_rates["g"])
+        self.d_optimizer = d_optimizer or adam(self.learning_rates["d"])
+        self.e_optimizer = e_optimizer or adam(self.learning_rates["e"])
         # Only self.optimizer is built by Keras; build the others here, inside the
         # strategy scope, or their slots become placeholders under tf.distribute.
         self.g_optimizer.build(self.generator_variables)
@@ -181,7 +182,7 @@ class GMGAN(ClusterModel):
         return logits[:, 0]
 
     # -- GAN: discriminator, then generator (with the mixture) -----------------------------
-    def train_step(self, data):
+    def gan_step(self, data):
         """One D update then one G update on a batch of real data: `x` (or `(x,)`);
         supervised: `(x, y)`."""
         if self.supervised:
@@ -222,7 +223,7 @@ class GMGAN(ClusterModel):
         }
 
     # -- E-net: which Gaussian did a generated sample come from? ---------------------
-    def enet_train_step(self, data=None, scale=1.0):
+    def e_step(self, data=None, scale=1.0):
         """One E-net update on class-balanced generated pairs (G(mu_k + scale sigma_k eps), k);
         with `data` = (x, y), real samples labelled with their component (pseudo-labels of a start
         clustering, not the paper), their cross-entropy is added."""

@@ -1,5 +1,6 @@
-"""Hub-style loading: `zoo.load(handle)` gives back a model with `cluster_probs`, `embed`
-and `generate`, wherever it comes from.
+"""Hub-style loading: `zoo.load(handle)` gives back a model with `classify`, `cluster_probs`,
+`embed`, `generate` and `sample`, wherever it comes from: the vocabulary of the zoo's Keras
+models and of the serving client.
 
 A handle is
 
@@ -51,6 +52,13 @@ VERSION_NAME = re.compile(r"[0-9]{1,18}")  # a servable version directory: ASCII
 _CHUNK = 1 << 20
 
 
+def cluster_ids(cluster, count=1):
+    """int64 ids [N] for `sample(cluster, count)`: `count` copies of one id, or the given ids."""
+    import numpy as np
+
+    return np.full([count], cluster, np.int64) if np.ndim(cluster) == 0 else np.asarray(cluster, np.int64)
+
+
 class HubError(ValueError):
     """A handle that cannot be loaded; the message names the handle and the reason."""
 
@@ -96,7 +104,10 @@ def register_preset(name, url, sha256=None):
 
 # -- what load() gives back ---------------------------------------------------------------------
 class SavedModelClusterer:
-    """The zoo's surface over exported SavedModels: cluster_probs, embed, generate, sample."""
+    """The zoo's surface over exported SavedModels: classify, cluster_probs, embed, generate
+    and sample, named and shaped as on the Keras models and the serving client. Bad input
+    (a wrong shape, a cluster id out of range) is a one-line ValueError, as the server's
+    INVALID_ARGUMENT."""
 
     def __init__(self, enet_dir, generator_dir):
         import tensorflow as tf
@@ -108,33 +119,57 @@ class SavedModelClusterer:
         self.zoo_name, self.num_clusters = info["model"], int(info["clusters"])
         self.data_shape, self.latent_dim = tuple(info["input_shape"]), int(info["latent_dim"])
 
-    def cluster_probs(self, x):
-        return self._enet(x)["probabilities"]
+    def classify(self, x):
+        """[N, *data_shape] -> {"probabilities" [N, K], "cluster" [N], "embedding" [N, d]}."""
+        return self.enet.signatures["serving_default"](images=self._checked(x, self.data_shape, "images"))
 
-    def predict_clusters(self, x):
-        return self._enet(x)["cluster"]
+    def cluster_probs(self, x):
+        return self.classify(x)["probabilities"]
 
     def embed(self, x):
-        return self._enet(x)["embedding"]
+        return self.classify(x)["embedding"]
 
     def generate(self, z, c):
+        """Noise [N, latent_dim] and cluster ids [N] -> samples [N, *data_shape]."""
         import tensorflow as tf
 
-        return self.generator.signatures["serving_default"](
-            noise=tf.convert_to_tensor(z, tf.float32), cluster=tf.cast(c, tf.int64))["images"]
+        noise = self._checked(z, (self.latent_dim,), "noise")
+        clusters = self._clusters(c)
+        if len(clusters) != len(noise):
+            raise ValueError(f"noise and cluster must have the same length N; got {len(noise)} and {len(clusters)}")
+        return self.generator.signatures["serving_default"](noise=noise, cluster=tf.constant(clusters))["images"]
 
-    def sample(self, cluster, seed=0, **extra):
-        """Samples of `cluster` ids with the noise drawn inside the SavedModel from `seed`."""
+    def sample(self, cluster, count=1, seed=0, scale=None):
+        """`count` samples of `cluster` (an id, or one id per sample) with the noise drawn
+        inside the SavedModel from `seed`; `scale` (GM-GAN) multiplies the latent spread."""
         import tensorflow as tf
 
-        inputs = {k: tf.constant(v, tf.float32) for k, v in extra.items()}
-        return self.generator.signatures["sample"](cluster=tf.cast(cluster, tf.int64),
-                                                   seed=tf.constant(seed, tf.int64), **inputs)["images"]
+        inputs = {"cluster": tf.constant(self._clusters(cluster_ids(cluster, count))),
+                  "seed": tf.constant(seed, tf.int64)}
+        signature = self.generator.signatures["sample"]
+        if scale is not None:
+            if "scale" not in signature.structured_input_signature[1]:
+                raise ValueError(f"scale: the {self.zoo_name} generator has no latent scale (GM-GAN's has)")
+            inputs["scale"] = tf.constant(scale, tf.float32)
+        return signature(**inputs)["images"]
 
-    def _enet(self, x):
+    def _checked(self, x, shape, what):
+        import numpy as np
         import tensorflow as tf
 
-        return self.enet.signatures["serving_default"](images=tf.convert_to_tensor(x, tf.float32))
+        x = np.asarray(x, np.float32)
+        if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != tuple(shape):
+            expected = "[" + ", ".join(["N", *map(str, shape)]) + "]"
+            raise ValueError(f"{what} must have shape {expected}; got shape {list(x.shape)}")
+        return tf.constant(x)
+
+    def _clusters(self, c):
+        import numpy as np
+
+        c = np.asarray(c, np.int64).reshape(-1)
+        if c.size and (c.min() < 0 or c.max() >= self.num_clusters):
+            raise ValueError(f"cluster ids must lie in [0, {self.num_clusters}); got {c.tolist()[:10]}")
+        return c
 
 
 # -- Keras presets (keras-hub layout) --------------------------------------------------------

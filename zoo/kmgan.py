@@ -1,4 +1,4 @@
-"""KM-GAN (Wang, Chen & Shang; seed 002): K-Means on discriminator features replaces real labels.
+"""KM-GAN (Wang, Chen & Shang, K-Means-GAN): K-Means on discriminator features replaces real labels.
 
 The discriminator D is a feature extractor f(x) in R^m, not a classifier. K-Means on f(real)
 (k-means++ seeding, then mini-batch updates) gives centers c_k and labels; with them
@@ -47,7 +47,7 @@ where it matters):
   those labels, and real data are clustered by their nearest pixel center.
 * Not the paper (the trainer's default start): clusters held fixed. The most confident
   members of a start clustering's clusters are trained with those clusters as their labels
-  (`train_step` on (x, y)), in place of their nearest centers, and the centers start at their
+  (`alternation_step` on (x, y)), in place of their nearest centers, and the centers start at their
   class means. D then learns features in which those clusters are compact; real data are
   still clustered by their nearest center.
 * The E-net classifier of the export: probabilities = softmax(-||f(x) - c_k||^2 / temperature)
@@ -58,7 +58,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo import kmeans, losses
+from zoo import defaults, kmeans, losses
 from zoo.base import ClusterModel
 from zoo.networks import build_classifier, build_generator
 from zoo.optimizers import Adam
@@ -96,6 +96,8 @@ class KMGAN(ClusterModel):
     """
 
     zoo_name = "kmgan"
+    phases = ("alternation_step",)
+    learning_rates = defaults.LEARNING_RATES["kmgan"]
     SPACES = ("feature", "pixel")
 
     def __init__(self, data_shape, num_clusters=10, latent_dim=62, feature_dim=64, space="feature",
@@ -148,10 +150,10 @@ class KMGAN(ClusterModel):
         return config
 
     def compile(self, g_optimizer=None, d_optimizer=None, **kwargs):
-        """Optimizers default to DCGAN's Adam(2e-4, beta1 0.5)."""
+        """Optimizers default to DCGAN's Adam(beta1 0.5) at `learning_rates`."""
         super().compile(**kwargs)
-        self.g_optimizer = g_optimizer or Adam(2e-4, beta_1=0.5)
-        self.d_optimizer = d_optimizer or Adam(2e-4, beta_1=0.5)
+        self.g_optimizer = g_optimizer or Adam(self.learning_rates["g"], beta_1=0.5)
+        self.d_optimizer = d_optimizer or Adam(self.learning_rates["d"], beta_1=0.5)
         # Built here, inside the strategy scope: optimizer slots made outside it are not mirrored.
         self.g_optimizer.build(self.generator.trainable_variables)
         self.d_optimizer.build(self.discriminator.trainable_variables)
@@ -231,7 +233,7 @@ class KMGAN(ClusterModel):
             clip_weights(self.discriminator.trainable_variables, self.clip)
 
     # -- one training step: the three-step alternation ------------------------------
-    def train_step(self, data):
+    def alternation_step(self, data):
         """One step on real data `x` (or `(x,)`); `(x, y)`: with the real samples' clusters y held
         fixed (pseudo-labels of a start clustering, not the paper) instead of their nearest centers."""
         if isinstance(data, (tuple, list)) and len(data) == 2:
@@ -342,7 +344,8 @@ class KMGAN(ClusterModel):
             sums, counts = first(sums), first(counts)
             spare_feature, spare_point = first(spare[0]), first(spare[1])
             k = self.num_clusters
-            usage = 0.95 * tf.convert_to_tensor(self.center_usage) + 0.05 * counts / tf.maximum(tf.reduce_sum(counts), 1.)
+            share = counts / tf.maximum(tf.reduce_sum(counts), 1.0)
+            usage = 0.95 * tf.convert_to_tensor(self.center_usage) + 0.05 * share
             worst = tf.argmin(usage)
             dead = tf.logical_and(usage[worst] < self.reassign_below / k, tf.one_hot(worst, k) > 0)
             dead = tf.logical_and(dead, reassign)  # held clusters keep their centers
