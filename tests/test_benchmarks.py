@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -13,6 +15,7 @@ def run_benchmark(*argv):
                           capture_output=True, text=True, cwd=REPO, timeout=600)
 
 
+@pytest.mark.slow
 def test_jobs_runs_every_seed_and_summarises_them(tmp_path):
     out = tmp_path / "result.json"
     result = run_benchmark("--model", "ganem", "--dataset", "digits", "--seeds", "3", "4", "--jobs", "2",
@@ -106,6 +109,7 @@ def test_accuracy_time_figure_takes_each_models_newest_default_run(tmp_path):
                                                                                      [40.0, 0.7]]
 
 
+@pytest.mark.slow
 def test_step_overhead_times_the_trainers_step_against_a_minimal_one(tmp_path):
     out = tmp_path / "overhead.json"
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "step_overhead.py"), "--models", "ganem",

@@ -260,6 +260,7 @@ def test_cli_on_digits_leaves_figures_history_and_export(tmp_path):
         assert (run_dir / name).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_cli_on_synthetic_vectors_with_max_steps(tmp_path):
     run_dir = tmp_path / "run"
     result = run_clustergan("--dataset", "synthetic:samples=600", "--max-steps", "8", "--run-dir", str(run_dir),

@@ -58,6 +58,7 @@ def test_labelled_runs_default_to_a_longer_decaying_e_step(flags, e_steps, decay
         assert isinstance(rate, keras.optimizers.schedules.LearningRateSchedule)
 
 
+@pytest.mark.slow
 def test_learned_prior_moves_towards_unbalanced_proportions(tmp_path):
     data = load_dataset("synthetic:clusters=2,samples=2000,dim=10", seed=0)
     keep = np.concatenate([np.flatnonzero(data.y == 0)[:800], np.flatnonzero(data.y == 1)[:200]])
@@ -156,6 +157,7 @@ def test_over_clustering_keeps_its_clusters_with_the_authors_code_variant(tmp_pa
     assert reports["code20"]["many_to_one_acc"] >= reports["code10"]["acc"]
 
 
+@pytest.mark.slow
 def test_empty_clusters_of_the_paper_variant_get_a_hint(tmp_path):
     # Four M-steps cannot fill 20 clusters: the run says so once and names the variant that keeps them.
     result = run_trainer(*SMALL, "--clusters", "20", "--no-export", "--run-dir", str(tmp_path / "run"))

@@ -241,6 +241,7 @@ def run_gmgan(*args, timeout=240):
                           timeout=timeout, env=env)
 
 
+@pytest.mark.slow
 def test_cli_on_digits_leaves_scores_curve_figures_history_and_export(tmp_path):
     run_dir = tmp_path / "run"
     # 4 GAN iterations with an E-net update after every 2, then 2 final E-net updates.
@@ -261,6 +262,7 @@ def test_cli_on_digits_leaves_scores_curve_figures_history_and_export(tmp_path):
     assert "quality:" in result.stdout and "diversity:" in result.stdout
 
 
+@pytest.mark.slow
 def test_cli_supervised_on_synthetic_vectors(tmp_path):
     run_dir = tmp_path / "run"
     result = run_gmgan("--dataset", "synthetic:samples=600", "--clusters", "10", "--supervised", "--latent", "static",

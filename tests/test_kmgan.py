@@ -107,6 +107,7 @@ def run_trainer(*args, timeout=240):
                           timeout=timeout, env=env)
 
 
+@pytest.mark.slow
 def test_command_line_on_synthetic_four_clusters(tmp_path):
     run_dir = tmp_path / "run"
     result = run_trainer("--dataset", "synthetic:clusters=4,samples=2000", "--clusters", "4", "--train-steps", "40",

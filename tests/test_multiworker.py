@@ -44,6 +44,7 @@ def weights(checkpoint_dir):
             if name.endswith("VARIABLE_VALUE") and reader.get_tensor(name).dtype != object}
 
 
+@pytest.mark.slow
 def test_two_workers_train_one_model_equal_to_one_process(tmp_path):
     finish(start_workers(tmp_path / "multi", *SMALL))
     chief, other = weights(tmp_path / "multi" / "checkpoints"), weights(tmp_path / "multi" / "workers" / "worker-1")

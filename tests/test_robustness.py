@@ -162,6 +162,7 @@ def test_consecutive_bad_steps_go_back_to_the_last_good_checkpoint_with_lower_ra
         run.step_done("m", "M", {"loss": float("nan")}, 0.01)
 
 
+@pytest.mark.slow
 def test_a_truncated_latest_checkpoint_is_skipped_with_a_warning(tmp_path):
     run_dir = tmp_path / "run"
     first = run_trainer(*SMALL, "--run-dir", str(run_dir), "--max-steps", "8", "--checkpoint-every", "4")
@@ -176,6 +177,7 @@ def test_a_truncated_latest_checkpoint_is_skipped_with_a_warning(tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 10
 
 
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     # Long enough that it is still running when killed, whatever the machine's load.
@@ -200,6 +202,7 @@ def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["steps"] == saved_step + 3
 
 
+@pytest.mark.slow
 def test_deterministic_runs_with_the_same_seed_match(tmp_path):
     reports = []
     for name in ("a", "b"):
@@ -210,6 +213,7 @@ def test_deterministic_runs_with_the_same_seed_match(tmp_path):
     assert reports[0] == reports[1] and len(reports[0]) == 2
 
 
+@pytest.mark.slow
 def test_learning_rate_flags_given_with_resume_replace_the_checkpointed_rates(tmp_path):
     import tensorflow as tf
 

@@ -160,8 +160,8 @@ def test_the_client_gives_the_same_answers_over_grpc_and_rest(server, model, pro
     # One vocabulary: the in-process model draws the same samples and generates the same images.
     np.testing.assert_allclose(generated, model.sample(1, count=4, seed=5), rtol=1e-5, atol=1e-6)
     assert not np.allclose(generated, client.sample(cluster=1, count=4, seed=6))
-    noise = model.sample_latent(3, seed=2).numpy()
-    np.testing.assert_allclose(client.generate(noise, [0, 1, 2]), model.generate(noise, tf.constant([0, 1, 2])),
+    noise = model.sample_latent(3, seed=2)
+    np.testing.assert_allclose(client.generate(noise.numpy(), [0, 1, 2]), model.generate(noise, tf.constant([0, 1, 2])),
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(client.cluster_probs(images(2)), model.cluster_probs(images(2)), rtol=1e-5, atol=1e-6)
     with pytest.warns(DeprecationWarning, match="now sample"):

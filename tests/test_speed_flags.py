@@ -27,7 +27,7 @@ def run_trainer(model, *args, timeout=240):
 
 
 @pytest.mark.parametrize("model, flags", [
-    ("ganem", ["--jit", "--mixed-precision", "bfloat16"]),
+    pytest.param("ganem", ["--jit", "--mixed-precision", "bfloat16"], marks=pytest.mark.slow),
     pytest.param("clustergan", ["--jit", "--mixed-precision", "bfloat16"], marks=pytest.mark.slow),
     pytest.param("ganem", ["--mixed-precision", "float16"], marks=pytest.mark.slow),
     # Balanced E-step draws must compile with XLA on a CPU too.
@@ -53,6 +53,7 @@ def test_jit_and_mixed_precision_train_and_export_float32_servables(model, flags
     np.testing.assert_allclose(out["probabilities"].numpy().sum(1), 1.0, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_bfloat16_on_a_cpu_without_it_says_so(tmp_path, monkeypatch, capsys):
     from trainers import common, ganem
 
@@ -64,6 +65,7 @@ def test_bfloat16_on_a_cpu_without_it_says_so(tmp_path, monkeypatch, capsys):
     assert len(notes) == 1 and notes[0].startswith("note: ")
 
 
+@pytest.mark.slow
 def test_progress_bar_shows_the_ms_per_step_metrics_json_reports(tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

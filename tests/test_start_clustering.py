@@ -166,6 +166,7 @@ def test_bad_start_flags_are_one_line_with_exit_code_2(tmp_path, model, args, me
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["clustergan", "gmgan"])
 def test_recluster_renews_the_pseudo_labels_at_an_evaluation(tmp_path, model):
     import importlib

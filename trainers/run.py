@@ -25,8 +25,8 @@ def start(argv, model_name, build_parser, validate):
     dataset = common.zoo_data.load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir,
                                            labels_file=args.labels_file, memory_budget=args.memory_budget << 20)
     # Bad input fails here, before TensorFlow is imported.
-    common.check_fits(args.clusters, args.batch_size, len(dataset))
     validate(args, dataset)
+    common.check_fits(args.clusters, args.batch_size, len(dataset))
     common.tflog.import_tensorflow(args.verbose)
 
     import keras
