@@ -39,7 +39,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from trainers import common  # noqa: E402
-from trainers.clustergan import DEFAULTS  # noqa: E402
 
 PROG = "clustergan_speed.py"
 
@@ -126,9 +125,7 @@ def main(argv=None):
     strategy = common.make_strategy(args.strategy)
     # The trainer's model and optimizers (trainers/clustergan.py, main).
     with strategy.scope():
-        model = ClusterGAN(dataset.input_shape, args.clusters, latent_dim=DEFAULTS["latent_dim"],
-                           sigma=DEFAULTS["sigma"], beta_n=DEFAULTS["beta_n"], beta_c=DEFAULTS["beta_c"],
-                           gp_weight=DEFAULTS["gp_weight"], n_critic=args.n_critic, g_batch_size=args.batch_size,
+        model = ClusterGAN(dataset.input_shape, args.clusters, n_critic=args.n_critic, g_batch_size=args.batch_size,
                            seed=args.seed)
         model.compile()  # the trainer's default optimizers
 
@@ -181,7 +178,7 @@ def main(argv=None):
         "batch_size": args.batch_size,
         "clusters": args.clusters,
         "n_critic": args.n_critic,
-        "latent_dim": DEFAULTS["latent_dim"],
+        "latent_dim": model.latent_dim,
         "jit": args.jit or "off",
         "strategy": type(strategy).__name__,
         "replicas": strategy.num_replicas_in_sync,

@@ -38,7 +38,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from trainers.common import HelpFormatter, UsageError, check_fits  # noqa: E402
+from trainers.common import UsageError, check_fits  # noqa: E402
+from trainers.config import HelpFormatter  # noqa: E402
 from zoo import data as zoo_data  # noqa: E402
 from zoo.baselines import BASELINES, SUMMARY_KEYS, run_baselines, summarize  # noqa: E402
 from zoo.registry import MODELS  # noqa: E402

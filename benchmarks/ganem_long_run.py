@@ -29,12 +29,12 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from clustering import fresh_directory, machine_info, split_argv  # noqa: E402
 
-from trainers.common import HelpFormatter  # noqa: E402
+from trainers.config import HelpFormatter  # noqa: E402
 from trainers.run import read_history  # noqa: E402
 
 # The authors' schedule, scaled to mnist5k: 5 passes of 78 batches, 200 E-net updates, x0.98.
 AUTHORS_SHAPE = ["--init", "uniform", "--first-m-steps", "390", "--m-steps", "390", "--e-steps", "200",
-                 "--em-iterations", "1000", "--lr-decay", "0.98"]
+                 "--iterations", "1000", "--lr-decay", "0.98"]
 
 
 def build_parser():

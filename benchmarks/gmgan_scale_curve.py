@@ -9,7 +9,7 @@ and FD-classifier (Frechet distance of its features; not FID) of generated sampl
 This script averages them over seeds, prints a table, and writes
 benchmarks/results/gmgan_scale_curve_<dataset>.json and .png:
 
-    python benchmarks/clustering.py --model gmgan --dataset mnist5k -- --gan-steps 1500
+    python benchmarks/clustering.py --model gmgan --dataset mnist5k -- --iterations 1500
     python benchmarks/gmgan_scale_curve.py --dataset mnist5k
 """
 import argparse

@@ -27,7 +27,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from trainers import common  # noqa: E402
-from trainers.ganem import build_parser as ganem_parser  # noqa: E402
 
 
 def main(argv=None):
@@ -48,19 +47,16 @@ def main(argv=None):
     import tensorflow as tf
 
     from zoo.ganem import GANEM
-    from zoo.optimizers import Adam
 
     if args.mixed_precision == "bfloat16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    defaults = ganem_parser().parse_args([])
     dataset = common.zoo_data.load_dataset(args.dataset)
     keras.utils.set_random_seed(0)
     strategy = common.make_strategy("auto")
     with strategy.scope():
-        model = GANEM(dataset.input_shape, 10, latent_dim=defaults.latent_dim, e_batch_size=defaults.e_batch_size)
-        model.compile(g_optimizer=Adam(defaults.lr_g, beta_1=0.5),
-                      d_optimizer=Adam(defaults.lr_d, beta_1=0.5),
-                      e_optimizer=Adam(defaults.lr_e, beta_1=0.5))
+        # The trainer's defaults are the model's (zoo.configs).
+        model = GANEM(dataset.input_shape, 10)
+        model.compile()
     w = np.full((len(dataset), 10), 0.1, np.float32)
     batches = common.distributed_batches(strategy, (dataset.x, w), args.batch_size, 0)
     steps = {(phase, jit): common.replicated_step(strategy, fn, jit=jit)

@@ -7,7 +7,7 @@ Runs `python -m trainers.kmgan --space feature|pixel` per seed (run directories 
 --work-dir; a run directory that already holds a finished run with the same flags is reused)
 and writes one JSON file and a table.
 
-    python benchmarks/kmgan_space.py [--dataset mnist5k] [--seeds 0 1] [--train-steps 600]
+    python benchmarks/kmgan_space.py [--dataset mnist5k] [--seeds 0 1] [--iterations 600]
 """
 import argparse
 import json
@@ -26,7 +26,7 @@ def main(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset", default="mnist5k")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--train-steps", type=int, default=600)
+    parser.add_argument("--iterations", type=int, default=600)
     parser.add_argument("--coverage-threshold", type=float, default=0.02,
                         help="a class counts as covered when at least this share of generated samples is judged "
                              "to be it")
@@ -40,12 +40,12 @@ def main(argv=None):
         per_seed = []
         for seed in args.seeds:
             run_dir = Path(args.work_dir) / f"{space}-seed{seed}"
-            flags = ["--dataset", args.dataset, "--space", space, "--seed", str(seed), "--train-steps",
-                     str(args.train_steps), "--quiet", "--no-export"]
+            flags = ["--dataset", args.dataset, "--space", space, "--seed", str(seed), "--iterations",
+                     str(args.iterations), "--quiet", "--no-export"]
             config = run_dir / "config.json"
             reuse = (run_dir / "metrics.json").exists() and config.exists() and all(
                 json.loads(config.read_text()).get(k) == v for k, v in
-                (("dataset", args.dataset), ("space", space), ("seed", seed), ("train_steps", args.train_steps)))
+                (("dataset", args.dataset), ("space", space), ("seed", seed), ("iterations", args.iterations)))
             if not reuse:
                 result = subprocess.run([sys.executable, "-m", "trainers.kmgan", "--run-dir", str(run_dir), *flags],
                                         cwd=REPO, env=env, capture_output=True, text=True)
@@ -64,7 +64,7 @@ def main(argv=None):
         rows[space] = {**{f"{k}_mean": float(np.mean([p[k] for p in per_seed])) for k in keys},
                        **{f"{k}_std": float(np.std([p[k] for p in per_seed])) for k in keys}, "per_seed": per_seed}
     result = {"benchmark": "kmgan_space", "dataset": args.dataset, "seeds": args.seeds,
-              "train_steps": args.train_steps, "coverage_threshold": args.coverage_threshold, **rows}
+              "iterations": args.iterations, "coverage_threshold": args.coverage_threshold, **rows}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print("| space | ACC | FD-classifier | quality | diversity | classes covered |")
     print("|---|---|---|---|---|---|")

@@ -121,7 +121,7 @@ def measure_folder(args, folder, work, cache, stamp, extra, report):
     # One EM iteration of --steps: 80% M-steps, 20% E-steps, then the pass over every image
     # (whose posteriors the end of the run reuses).
     e_steps = max(1, args.steps // 5)
-    schedule = ["--first-m-steps", str(max(1, args.steps - e_steps)), "--e-steps", str(e_steps), "--em-iterations", "1"]
+    schedule = ["--first-m-steps", str(max(1, args.steps - e_steps)), "--e-steps", str(e_steps), "--iterations", "1"]
     train = [sys.executable, "-m", "trainers.ganem", "--dataset", str(folder), "--max-steps", str(args.steps),
              "--quiet", "--run-dir", str(run_dir), *schedule, *extra]
     code, rss, wall = measured(train, work / f"train-{stamp}.log", cache)

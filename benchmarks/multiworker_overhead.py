@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 
 from trainers.local_cluster import worker_configs  # noqa: E402
 
-BASE = ["--dataset", "mnist5k", "--first-m-steps", "100", "--m-steps", "20", "--e-steps", "20", "--em-iterations", "2",
+BASE = ["--dataset", "mnist5k", "--first-m-steps", "100", "--m-steps", "20", "--e-steps", "20", "--iterations", "2",
         "--quiet", "--no-export"]
 
 

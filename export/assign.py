@@ -18,7 +18,7 @@ class AssignError(Exception):
 
 
 def parse_args(argv):
-    from trainers.common import HelpFormatter
+    from trainers.config import HelpFormatter
 
     parser = argparse.ArgumentParser(prog="python -m export.assign", description=__doc__, formatter_class=HelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)

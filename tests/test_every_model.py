@@ -1,7 +1,8 @@
 """What every model of the zoo must do, checked once for all of them: constructor arguments
 that round-trip through get_config, weights that survive a .keras save, a one-line error from
-fit(), and learning-rate defaults the trainer shares. A new model gets these checks by adding
-an entry to NON_DEFAULT."""
+fit(), learning-rate defaults the trainer shares, two replicas that train as one, and exported
+signatures that compute what the model does. A new model gets these checks by adding an entry
+to NON_DEFAULT and REPLICATED (tests/test_own_data.py runs every trainer's command line)."""
 
 import inspect
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo import defaults, registry
+from zoo import registry
 
 SHAPE = (6,)
 
@@ -103,16 +104,117 @@ def test_fit_says_in_one_line_how_the_model_trains(name):
 
 @pytest.mark.parametrize("name", sorted(NON_DEFAULT))
 def test_compile_without_optimizers_uses_the_trainers_learning_rates(name):
-    from trainers import common
+    from trainers import driver
 
     model = build(name)
     model.compile()
-    rates = defaults.LEARNING_RATES[name]
+    config_class = driver.task_of(name).config_class
+    rates = config_class.learning_rates()
     for key, rate in rates.items():
         optimizer = getattr(model, f"{key}_optimizer")
         assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(rate)
-    trainer = __import__(f"trainers.{name}", fromlist=["build_parser"])
-    parser = trainer.build_parser()
-    args = parser.parse_args([])
-    common.fill_learning_rates(args, name)
+    args = config_class()
+    args.resolve_defaults()
     assert {key: getattr(args, f"lr_{key}") for key in rates} == rates
+
+
+# -- under a strategy: two replicas train as one ------------------------------------------------
+GLOBAL_BATCH = 8
+# Small models of every kind; each phase's batch: the arrays of real data it reads (x: samples,
+# w: soft labels), or none when it trains on generated data only.
+REPLICATED = {
+    "ganem": (dict(num_clusters=3, latent_dim=4, e_batch_size=GLOBAL_BATCH), {"m_step": "xw", "e_step": ""}),
+    "clustergan": (dict(num_clusters=3, latent_dim=4, n_critic=2, g_batch_size=GLOBAL_BATCH),
+                   {"critic_step": "x", "generator_step": ""}),
+    "gmgan": (dict(num_clusters=3, latent_dim=4, e_batch_size=GLOBAL_BATCH), {"gan_step": "x", "e_step": ""}),
+    "kmgan": (dict(num_clusters=3, latent_dim=4, feature_dim=6), {"alternation_step": "x"}),
+}
+
+
+def test_every_model_is_checked_under_a_strategy():
+    assert set(REPLICATED) == set(registry.MODELS)
+    for name, (_, phases) in REPLICATED.items():
+        assert tuple(phases) == registry.model_class(name).phases
+
+
+def _replicated_model(name, strategy):
+    arguments, _ = REPLICATED[name]
+    with strategy.scope():
+        model = registry.model_class(name)(SHAPE, architecture="mlp", seed=4, **arguments)
+        # Plain SGD: an update proportional to the gradient shows a wrong per-replica loss
+        # scaling (a factor of 2 with two replicas), which Adam's first steps would hide.
+        model.compile(**{f"{key}_optimizer": keras.optimizers.SGD(0.05) for key in model.learning_rates})
+    if name == "kmgan":
+        model.init_centers(np.random.default_rng(1).uniform(size=(40, *SHAPE)).astype(np.float32))
+    return model
+
+
+def _batches(strategy, reads):
+    rng = np.random.default_rng(0)
+    arrays = {"x": rng.uniform(size=(GLOBAL_BATCH * 3, *SHAPE)).astype(np.float32),
+              "w": rng.dirichlet(np.ones(3), size=GLOBAL_BATCH * 3).astype(np.float32)}
+    dataset = tf.data.Dataset.from_tensor_slices(tuple(arrays[key] for key in reads)).batch(GLOBAL_BATCH)
+    return iter(strategy.experimental_distribute_dataset(dataset))
+
+
+# KM-GAN's losses are made of statistics of each replica's batch (the spread of its class means,
+# the push margin, the center loss' class means), as unsynchronised batch normalisation is:
+# two replicas are not one replica on the global batch. tests/test_kmgan.py checks that its
+# replicas stay in step.
+PER_REPLICA_STATISTICS = {"kmgan"}
+
+
+@pytest.mark.parametrize("name", sorted(set(REPLICATED) - PER_REPLICA_STATISTICS))
+def test_two_replicas_match_one_replica_on_the_same_global_batch(name, two_cpu_strategy):
+    from trainers import common
+
+    one = tf.distribute.OneDeviceStrategy("/cpu:0")
+    single, mirrored = _replicated_model(name, one), _replicated_model(name, two_cpu_strategy)
+    mirrored.set_weights(single.get_weights())
+    _, phases = REPLICATED[name]
+    runs = []
+    for strategy, model in ((one, single), (two_cpu_strategy, mirrored)):
+        steps = {phase: common.replicated_step(strategy, getattr(model, phase)) for phase in phases}
+        batches = {phase: _batches(strategy, reads) for phase, reads in phases.items() if reads}
+        runs.append([steps[phase](*([batches[phase]] if phase in batches else []))
+                     for _ in range(2) for phase in phases])
+    for a, b in zip(*runs):
+        assert set(a) == set(b)
+        for key in a:
+            # float32 sums in another order (oneDNN, all-reduce) differ in the 4th digit at most.
+            np.testing.assert_allclose(float(a[key]), float(b[key]), rtol=1e-3, atol=1e-4, err_msg=key)
+    for x, y in zip(single.get_weights(), mirrored.get_weights()):
+        np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-4)
+
+
+# -- the export serves what the model computes -----------------------------------------------------
+@pytest.mark.parametrize("name", sorted(NON_DEFAULT))
+def test_exported_signatures_match_the_model(name, tmp_path):
+    import json
+
+    from export import export_servables
+
+    model = build(name)
+    if name == "kmgan":
+        model.init_centers(np.random.default_rng(0).uniform(size=(40, *SHAPE)).astype(np.float32))
+    paths = export_servables(model, tmp_path, metadata={"dataset": "unit-test"})
+    assert set(paths) == {f"{name}_enet", f"{name}_generator"}
+    enet = tf.saved_model.load(str(paths[f"{name}_enet"])).signatures["serving_default"]
+    x = tf.random.stateless_uniform((4, *SHAPE), seed=[5, 6])
+    out = enet(images=x)
+    np.testing.assert_allclose(out["probabilities"], model.cluster_probs(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["embedding"], model.embed(x), rtol=1e-5, atol=1e-6)
+    assert out["cluster"].dtype == tf.int64
+    np.testing.assert_array_equal(out["cluster"], np.argmax(model.cluster_probs(x), 1))
+    generator = tf.saved_model.load(str(paths[f"{name}_generator"]))
+    cluster = tf.constant([0, 1, 2, 1], tf.int64)
+    noise = model.sample_latent(4, seed=9)
+    images = generator.signatures["serving_default"](noise=noise, cluster=cluster)["images"]
+    np.testing.assert_allclose(images, model.generate(noise, cluster), rtol=1e-5, atol=1e-6)
+    inputs = {"cluster": cluster, "seed": tf.constant(9, tf.int64)}
+    if name == "gmgan":  # its sampling scale, 1 being the model's own
+        inputs["scale"] = tf.constant(1.0)
+    sampled = generator.signatures["sample"](**inputs)["images"]
+    np.testing.assert_allclose(sampled, model.sample(cluster.numpy(), seed=9), rtol=1e-5, atol=1e-6)
+    info = json.loads((paths[f"{name}_generator"] / "assets.extra" / "zoo.json").read_text())
+    assert info["model"] == name and info["config"] == json.loads(json.dumps(model.get_config()))

@@ -44,16 +44,16 @@ def test_semi_supervised_run_reports_test_error_on_unlabelled_examples(tmp_path)
 def test_labelled_runs_default_to_a_longer_decaying_e_step(flags, e_steps, decay):
     import keras
 
-    from trainers.ganem import build_parser, e_learning_rate, validate
+    from trainers.ganem import GANEMTask, e_learning_rate, validate
 
-    args = build_parser().parse_args(["--dataset", "digits", *flags])
+    args = GANEMTask.parse(["--dataset", "digits", *flags])
     validate(args, load_dataset("digits", seed=0))
     assert (args.e_steps, args.lr_e_decay) == (e_steps, decay)
     rate = e_learning_rate(args)
     if decay == "none":
         assert rate == args.lr_e
     else:  # from lr_e at the first E-step down to 10 % of it at the last
-        total = args.em_iterations * args.e_steps
+        total = args.iterations * args.e_steps
         assert float(rate(0)) == pytest.approx(args.lr_e) and float(rate(total)) == pytest.approx(0.1 * args.lr_e)
         assert isinstance(rate, keras.optimizers.schedules.LearningRateSchedule)
 
@@ -64,7 +64,7 @@ def test_learned_prior_moves_towards_unbalanced_proportions(tmp_path):
     keep = np.concatenate([np.flatnonzero(data.y == 0)[:800], np.flatnonzero(data.y == 1)[:200]])
     np.savez(tmp_path / "unbalanced.npz", x=data.x[keep], y=data.y[keep])
     common = ["--dataset", str(tmp_path / "unbalanced.npz"), "--clusters", "2", "--init", "kmeans",
-              "--paper", "--em-iterations", "2", "--m-steps", "60", "--e-steps", "60", "--lr-e", "1e-3", "--quiet",
+              "--paper", "--iterations", "2", "--m-steps", "60", "--e-steps", "60", "--lr-e", "1e-3", "--quiet",
               "--no-export"]
     learned = run_trainer(*common, "--run-dir", str(tmp_path / "learned"))
     fixed = run_trainer(*common, "--fixed-prior", "--run-dir", str(tmp_path / "fixed"))
@@ -140,16 +140,19 @@ def test_spread_init_without_labels_is_a_one_line_error(tmp_path):
     assert result.returncode == 2 and "--init spread needs labelled examples" in result.stderr
 
 
-@pytest.mark.slow  # three full default runs on digits: about 1.5 minutes on 2 cores
+@pytest.mark.slow  # three full runs of the paper's method on digits: about 3 minutes on 2 cores
 def test_over_clustering_keeps_its_clusters_with_the_authors_code_variant(tmp_path):
-    # With the paper's K sigmoid heads every real sample is in one cluster from the third EM
-    # iteration on at K = 20 on digits (many-to-one ACC 0.10); the (K+1)-way softmax D keeps
-    # 20 clusters, whose many-to-one ACC is at least K = 10's Hungarian ACC.
+    # With the paper's method (uniform start, K sigmoid heads) every real sample is in one
+    # cluster from the third EM iteration on at K = 20 on digits (many-to-one ACC 0.10); the
+    # (K+1)-way softmax D keeps 20 clusters, whose many-to-one ACC is at least K = 10's
+    # Hungarian ACC. (The default start clustering and re-clustering keep K = 20 filled with
+    # either head.)
     reports = {}
     for name, flags in (("paper20", ["--clusters", "20"]),
                         ("code10", ["--clusters", "10", "--variant", "authors-code"]),
                         ("code20", ["--clusters", "20", "--variant", "authors-code"])):
-        result = run_trainer("--dataset", "digits", *flags, "--quiet", "--no-export", "--run-dir", str(tmp_path / name))
+        result = run_trainer("--dataset", "digits", "--paper", *flags, "--quiet", "--no-export", "--run-dir",
+                             str(tmp_path / name))
         assert result.returncode == 0, result.stderr[-3000:]
         reports[name] = json.loads((tmp_path / name / "metrics.json").read_text())
     assert sum(size > 0 for size in reports["paper20"]["cluster_sizes"]) <= 5

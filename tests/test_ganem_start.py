@@ -68,18 +68,18 @@ def test_umap_gmm_from_a_reference_keeps_good_clusters(blobs):
     (["--init", "uniform"], dict(init="uniform", pseudo_labels=0.0, recluster="umap", augment="none")),
 ])
 def test_defaults_and_the_paper_one_flag_away(flags, expected):
-    from trainers.ganem import build_parser, validate
+    from trainers.ganem import GANEMTask, validate
 
-    args = build_parser().parse_args(["--dataset", "digits", *flags])
+    args = GANEMTask.parse(["--dataset", "digits", *flags])
     validate(args, load_dataset("digits", seed=0))
     assert {key: getattr(args, key) for key in expected} == expected
 
 
 def test_augmentation_under_xla_is_a_one_line_error():
     from trainers import common
-    from trainers.ganem import build_parser, validate
+    from trainers.ganem import GANEMTask, validate
 
-    args = build_parser().parse_args(["--dataset", "digits", "--jit", "--augment", "all"])
+    args = GANEMTask.parse(["--dataset", "digits", "--jit", "--augment", "all"])
     with pytest.raises(common.UsageError, match="--augment all cannot be XLA-compiled"):
         validate(args, load_dataset("digits", seed=0))
 
@@ -101,7 +101,7 @@ def test_default_em_with_pseudo_labels_and_reclustering_runs(tmp_path):
 
     run_dir = tmp_path / "run"
     result = run_trainer("--dataset", "digits", "--first-m-steps", "4", "--m-steps", "3", "--e-steps", "3",
-                         "--em-iterations", "2", "--batch-size", "32", "--quiet", "--no-export",
+                         "--iterations", "2", "--batch-size", "32", "--quiet", "--no-export",
                          "--run-dir", str(run_dir), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics_ = json.loads((run_dir / "metrics.json").read_text())

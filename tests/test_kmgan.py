@@ -110,7 +110,7 @@ def run_trainer(*args, timeout=240):
 @pytest.mark.slow
 def test_command_line_on_synthetic_four_clusters(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_trainer("--dataset", "synthetic:clusters=4,samples=2000", "--clusters", "4", "--train-steps", "40",
+    result = run_trainer("--dataset", "synthetic:clusters=4,samples=2000", "--clusters", "4", "--iterations", "40",
                          "--batch-size", "32", "--run-dir", str(run_dir), "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics_ = json.loads((run_dir / "metrics.json").read_text())
@@ -127,7 +127,7 @@ def test_four_gaussians_stay_four_clusters_for_a_whole_run(tmp_path):
     # 1,000-1,500 steps with seeds 0 and 1 (final ACC 0.75 and 0.71).
     for seed in ("0", "1"):
         run_dir = tmp_path / f"run{seed}"
-        result = run_trainer("--dataset", "synthetic:clusters=4", "--clusters", "4", "--seed", seed, "--train-steps",
+        result = run_trainer("--dataset", "synthetic:clusters=4", "--clusters", "4", "--seed", seed, "--iterations",
                              "2000", "--run-dir", str(run_dir), "--quiet", "--no-export", "--score-samples", "0")
         assert result.returncode == 0, result.stderr[-3000:]
         report = json.loads((run_dir / "metrics.json").read_text())
@@ -135,7 +135,7 @@ def test_four_gaussians_stay_four_clusters_for_a_whole_run(tmp_path):
         assert min(h["acc"] for h in report["history"]) > 0.95, report["history"]
 
 
-@pytest.mark.parametrize("flag, value", [("--clip", "-1"), ("--margin", "0"), ("--train-steps", "0"),
+@pytest.mark.parametrize("flag, value", [("--clip", "-1"), ("--margin", "0"), ("--iterations", "0"),
                                          ("--init-restarts", "0")])
 def test_bad_flags_are_one_line_with_exit_code_2(tmp_path, flag, value):
     result = run_trainer("--dataset", "digits", flag, value, "--run-dir", str(tmp_path / "run"))

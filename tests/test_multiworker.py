@@ -15,7 +15,7 @@ from test_robustness import newest_step
 
 from trainers.local_cluster import worker_configs
 
-SMALL = ["--dataset", "digits", "--first-m-steps", "6", "--m-steps", "4", "--e-steps", "2", "--em-iterations", "2",
+SMALL = ["--dataset", "digits", "--first-m-steps", "6", "--m-steps", "4", "--e-steps", "2", "--iterations", "2",
          "--batch-size", "32", "--quiet", "--no-export", "--init", "gmm", "--recluster", "none"]
 
 

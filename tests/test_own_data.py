@@ -14,10 +14,10 @@ import pytest
 
 # Bounded runs: a handful of steps of every phase of each trainer's schedule.
 TRAINERS = {
-    "ganem": ["--first-m-steps", "2", "--m-steps", "2", "--e-steps", "1", "--em-iterations", "2"],
-    "clustergan": ["--generator-steps", "2", "--n-critic", "1", "--init", "kmeans"],
-    "gmgan": ["--gan-steps", "2", "--enet-every", "1", "--final-enet-steps", "1", "--init", "kmeans"],
-    "kmgan": ["--train-steps", "3", "--init-samples", "24", "--init-restarts", "1", "--init", "kmeans"],
+    "ganem": ["--first-m-steps", "2", "--m-steps", "2", "--e-steps", "1", "--iterations", "2"],
+    "clustergan": ["--iterations", "2", "--n-critic", "1", "--init", "kmeans"],
+    "gmgan": ["--iterations", "2", "--enet-every", "1", "--final-enet-steps", "1", "--init", "kmeans"],
+    "kmgan": ["--iterations", "3", "--init-samples", "24", "--init-restarts", "1", "--init", "kmeans"],
 }
 
 

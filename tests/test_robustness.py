@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-SMALL = ["--dataset", "digits", "--first-m-steps", "6", "--m-steps", "4", "--e-steps", "2", "--em-iterations", "3",
+SMALL = ["--dataset", "digits", "--first-m-steps", "6", "--m-steps", "4", "--e-steps", "2", "--iterations", "3",
          "--batch-size", "32", "--quiet", "--no-export", "--init", "gmm", "--recluster", "none"]
 
 
@@ -124,17 +124,15 @@ def test_divergence_from_the_first_step_stops_with_one_line(tmp_path):
 
 
 def test_consecutive_bad_steps_go_back_to_the_last_good_checkpoint_with_lower_rates(tmp_path):
-    import argparse
-
     import keras
 
+    from trainers.ganem import Config
     from trainers.run import Run, TrainingDiverged
     from zoo.data import load_dataset
     from zoo.ganem import GANEM
 
-    args = argparse.Namespace(strategy="one", run_dir=tmp_path, resume=False, deterministic=False, jit=False,
-                              quiet=True, log_every=1000, checkpoint_every=1000, nan_patience=2, nan_recoveries=1,
-                              nan_lr_factor=0.5, seed=0)
+    args = Config(strategy="one", run_dir=tmp_path, quiet=True, log_every=1000, checkpoint_every=1000, nan_patience=2,
+                  nan_recoveries=1, nan_lr_factor=0.5)
     run = Run(args, "ganem", load_dataset("digits"))
     with run.strategy.scope():
         model = GANEM((64,), 3, latent_dim=4)

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from trainers import common
-from trainers.ganem import build_parser
+from trainers.ganem import GANEMTask
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +23,7 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 def parse(*argv):
-    return common.parse_args(build_parser(), ["--dataset", "digits", *argv], "ganem")
+    return common.parse_args(GANEMTask.build_parser(), ["--dataset", "digits", *argv], "ganem", GANEMTask.config_class)
 
 
 def test_default_run_directories_started_in_the_same_second_are_distinct(monkeypatch):

@@ -186,11 +186,15 @@ def test_unavailable_is_retried_then_reported():
     assert err.value.code == "UNAVAILABLE" and time.time() - started < 20
 
 
-def wait_until(condition, seconds=60):
-    """Polls `condition` until it holds; fails after `seconds`."""
+def wait_until(condition, what, errors=(), seconds=60):
+    """Polls `condition` until it holds; fails at once, with them, when `errors` has any, and
+    after `seconds` with what it waited for."""
     deadline = time.time() + seconds
     while not condition():
-        assert time.time() < deadline, "timed out"
+        if errors:
+            pytest.fail(f"while waiting for {what}: {len(errors)} failed requests, e.g. {errors[:3]}")
+        if time.time() > deadline:
+            pytest.fail(f"timed out after {seconds} s waiting for {what}")
         time.sleep(0.01)
 
 
@@ -209,15 +213,15 @@ def test_a_new_version_is_served_without_dropping_requests(model, tmp_path):
             except ServingClientError as err:  # pragma: no cover - the assertion below reports it
                 errors.append(err)
 
-    threads = [threading.Thread(target=load) for _ in range(3)]
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(3)]
     for thread in threads:
         thread.start()
-    wait_until(lambda: len(answers) >= 10)  # requests are flowing
+    wait_until(lambda: len(answers) >= 10, "the first 10 answers", errors)
     changed = GANEM(SHAPE, K, latent_dim=5, embedding_dim=2, seed=11)
     export_servables(changed, base)  # version 2, written aside and renamed into place
-    wait_until(lambda: server.registry.get("ganem_enet").version == 2)
+    wait_until(lambda: server.registry.get("ganem_enet").version == 2, "version 2 to be served", errors)
     answered = len(answers)
-    wait_until(lambda: len(answers) >= answered + 10)  # and go on flowing from version 2
+    wait_until(lambda: len(answers) >= answered + 10, "10 answers after the switch", errors)
     stop.set()
     for thread in threads:
         thread.join()

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-SMALL = {"ganem": ["--first-m-steps", "4", "--m-steps", "4", "--e-steps", "2", "--em-iterations", "2",
+SMALL = {"ganem": ["--first-m-steps", "4", "--m-steps", "4", "--e-steps", "2", "--iterations", "2",
                    "--init", "gmm", "--recluster", "none"],
-         "clustergan": ["--generator-steps", "3", "--n-critic", "2", "--init", "none"]}
+         "clustergan": ["--iterations", "3", "--n-critic", "2", "--init", "none"]}
 
 
 def tf_reader(run_dir):

@@ -108,9 +108,9 @@ def run_trainer(model, *args, timeout=240):
                           timeout=timeout, env=env)
 
 
-BOUNDED = {"clustergan": ["--generator-steps", "3", "--n-critic", "1"],
-           "gmgan": ["--gan-steps", "4", "--final-enet-steps", "2", "--score-samples", "0"],
-           "kmgan": ["--train-steps", "4", "--score-samples", "0"]}
+BOUNDED = {"clustergan": ["--iterations", "3", "--n-critic", "1"],
+           "gmgan": ["--iterations", "4", "--final-enet-steps", "2", "--score-samples", "0"],
+           "kmgan": ["--iterations", "4", "--score-samples", "0"]}
 
 
 @pytest.mark.parametrize("model", sorted(BOUNDED))
@@ -128,28 +128,26 @@ def test_each_trainer_records_its_start_clustering(tmp_path, model):
 
 @pytest.mark.parametrize("model", sorted(BOUNDED))
 def test_paper_flag_turns_the_start_off_and_explicit_flags_win(model):
-    import importlib
-
-    from trainers import common
+    from trainers import driver
     from zoo.data import load_dataset
 
-    trainer = importlib.import_module(f"trainers.{model}")
+    task = driver.task_of(model)
     dataset = load_dataset("digits")
-    args = common.parse_args(trainer.build_parser(), ["--dataset", "digits", "--paper"], model)
-    trainer.validate(args, dataset)
+    args = task.parse(["--dataset", "digits", "--paper"])
+    task.validate(args, dataset)
     assert args.init == "none"
-    args = common.parse_args(trainer.build_parser(), ["--dataset", "digits"], model)
-    trainer.validate(args, dataset)
-    assert args.init == trainer.DEFAULTS["init"] == "umap"
-    args = common.parse_args(trainer.build_parser(), ["--dataset", "digits", "--paper", "--init", "kmeans"], model)
-    trainer.validate(args, dataset)
+    args = task.parse(["--dataset", "digits"])
+    task.validate(args, dataset)
+    assert args.init == task.config_class.default("init") == "umap"
+    args = task.parse(["--dataset", "digits", "--paper", "--init", "kmeans"])
+    task.validate(args, dataset)
     assert args.init == "kmeans"
     if model == "clustergan":
-        args = common.parse_args(trainer.build_parser(), ["--dataset", "digits", "--paper"], model)
-        trainer.validate(args, dataset)
+        args = task.parse(["--dataset", "digits", "--paper"])
+        task.validate(args, dataset)
         assert args.lr_g == args.lr_d == args.lr_e == 1e-4  # the paper's, half the zoo's
-        args = common.parse_args(trainer.build_parser(), ["--dataset", "digits"], model)
-        trainer.validate(args, dataset)
+        args = task.parse(["--dataset", "digits"])
+        task.validate(args, dataset)
         assert args.lr_g == args.lr_d == args.lr_e == 2e-4
 
 
@@ -172,8 +170,8 @@ def test_recluster_renews_the_pseudo_labels_at_an_evaluation(tmp_path, model):
     import importlib
 
     trainer = importlib.import_module(f"trainers.{model}")
-    steps = {"clustergan": ["--generator-steps", "4", "--n-critic", "1"],
-             "gmgan": ["--gan-steps", "4", "--final-enet-steps", "2", "--score-samples", "0"]}[model]
+    steps = {"clustergan": ["--iterations", "4", "--n-critic", "1"],
+             "gmgan": ["--iterations", "4", "--final-enet-steps", "2", "--score-samples", "0"]}[model]
     run_dir = tmp_path / "run"
     code = trainer.main(["--dataset", "digits", "--batch-size", "32", "--init", "kmeans", "--recluster", "umap",
                          "--eval-every", "2", "--run-dir", str(run_dir), "--quiet", "--no-export", *steps])

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-SMALL = ["--dataset", "digits", "--first-m-steps", "4", "--m-steps", "4", "--e-steps", "2", "--em-iterations", "3",
+SMALL = ["--dataset", "digits", "--first-m-steps", "4", "--m-steps", "4", "--e-steps", "2", "--iterations", "3",
          "--batch-size", "32", "--quiet", *[
              # UMAP's start and re-clustering cost a numba compile per process: tests of other
              # things start from a GMM (tests/test_ganem_start.py covers UMAP).
@@ -68,7 +68,7 @@ def test_help_lists_the_shared_flags_with_defaults():
     result = run_trainer("--help")
     assert result.returncode == 0
     for flag in ("--dataset", "--clusters", "--max-steps", "--batch-size", "--seed", "--run-dir", "--strategy",
-                 "--labels", "--resume", "--em-iterations", "--m-steps", "--e-steps", "--generator-loss"):
+                 "--labels", "--resume", "--iterations", "--m-steps", "--e-steps", "--generator-loss"):
         assert flag in result.stdout
     assert "default: mnist5k" in result.stdout
 

@@ -7,6 +7,7 @@ everything a user sees the same way across models lives here.
 
 import argparse
 import atexit
+import dataclasses
 import json
 import math
 import os
@@ -17,7 +18,6 @@ from pathlib import Path
 import numpy as np  # noqa: E402
 
 from zoo import data as zoo_data  # noqa: E402
-from zoo import defaults as zoo_defaults  # noqa: E402
 from zoo import tflog  # noqa: E402
 
 # Quieten TensorFlow's C++ logging before it is imported anywhere (--verbose undoes it).
@@ -33,131 +33,6 @@ class RunFailed(Exception):
 
 
 # -- flags ------------------------------------------------------------------------
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except None and False ones (their help text says what happens)."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
-def base_parser(model_name, doc):
-    """The flags every trainer shares; their names are fixed across the zoo. `doc`, the
-    trainer's module docstring, is --help's description (its first line without the usage)."""
-    first, rest = doc.split("\n\n", 1)
-    parser = argparse.ArgumentParser(
-        prog=f"python -m trainers.{model_name}",
-        description=first.split(": ", 1)[-1] + "\n\n" + rest,
-        formatter_class=HelpFormatter,
-    )
-    names = ", ".join(zoo_data.DATASETS)
-    parser.add_argument("--dataset", default="mnist5k",
-                        help=f"dataset: a built-in name ({names}), a tfds name, a .npz file, an IDX file "
-                             "or a folder of images")
-    parser.add_argument("--labels-file", default=None, metavar="FILE",
-                        help="true labels of the --dataset file or folder, for the metrics and --labels: an IDX "
-                             "file, .npy, .npz (y) or a text file with one label per line (an IDX images file's "
-                             "labels are found beside it by MNIST's naming; a folder of class folders is "
-                             "labelled by its folder names)")
-    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data directory (tfds names only)")
-    parser.add_argument("--memory-budget", type=int, default=zoo_data.DEFAULT_MEMORY_BUDGET >> 20, metavar="MIB",
-                        help="MiB of images to hold in memory: a larger image folder or IDX file is decoded once "
-                             "into the cache and read from disk batch by batch")
-    parser.add_argument("--clusters", type=int, default=10, help="number of clusters K")
-    parser.add_argument("--max-steps", type=int, default=None,
-                        help="hard cap on training steps, for smoke runs; a step is one call of a phase of the "
-                             "model's schedule: GAN-EM one M- or E-step update, ClusterGAN one critic or G/E "
-                             "update, GM-GAN one GAN iteration (D and G) or E-net update, KM-GAN one three-step "
-                             "alternation")
-    parser.add_argument("--batch-size", type=int, default=64, help="global batch size (split across replicas)")
-    parser.add_argument("--architecture", choices=["auto", "conv", "mlp"], default="auto",
-                        help="networks: auto picks conv for square images, mlp for vectors and small images")
-    parser.add_argument("--seed", type=int, default=0, help="seed of weights, noise, shuffling and label choice")
-    parser.add_argument("--run-dir", default=None,
-                        help=f"output directory (default: runs/{model_name}-DATASET-TIME; with --resume, the "
-                             "newest such run)")
-    parser.add_argument("--strategy", default="auto", choices=["auto", "one", "mirrored", "multiworker"],
-                        help="tf.distribute strategy: auto = multiworker when TF_CONFIG names several workers, "
-                             "else mirrored over all GPUs (one replica on a CPU)")
-    parser.add_argument("--labels", type=int, default=0, help="number of labelled examples (0 = unsupervised)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --run-dir from its last checkpoint (same flags unless given)")
-    parser.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N steps (and at the end)")
-    parser.add_argument("--log-every", type=int, default=25, help="write TensorBoard scalars every N steps")
-    parser.add_argument("--no-export", action="store_true", help="skip writing the SavedModels at the end")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--verbose", action="store_true",
-                        help="show TensorFlow's own log lines (hidden by default: on a healthy run they are "
-                             "start-up notices, not problems)")
-    group = parser.add_argument_group("speed, reproducibility and divergence")
-    group.add_argument("--jit", action=argparse.BooleanOptionalAction, default=False,
-                       help="XLA-compile the training steps (jit_compile); on a CPU often slower, see benchmarks/")
-    group.add_argument("--mixed-precision", choices=["off", "bfloat16", "float16"], default="off",
-                       help="compute in bfloat16 or float16 with float32 weights (Keras mixed_* policies; float16 "
-                            "with dynamic loss scaling); outputs and losses stay float32. float16 is for GPUs; "
-                            "bfloat16 for recent GPUs and CPUs with AVX512-BF16 or AMX (elsewhere it is emulated, "
-                            "slower than float32, and the run says so)")
-    group.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False,
-                       help="TensorFlow op determinism: the same seed on the same machine gives the same run "
-                            "(slower on GPU)")
-    group.add_argument("--nan-patience", type=int, default=10,
-                       help="a step whose loss or gradients are not finite is skipped; after this many "
-                            "consecutive skipped steps the run goes back to its last checkpoint")
-    group.add_argument("--nan-recoveries", type=int, default=3,
-                       help="how often the run may go back to its last checkpoint with a lower learning rate "
-                            "before it stops with an error")
-    group.add_argument("--nan-lr-factor", type=float, default=0.5,
-                       help="learning rates are multiplied by this at each such recovery")
-    return parser
-
-
-class DeprecatedFlag(argparse.Action):
-    """An old spelling of one or more flags, accepted for one more release: its value goes to
-    `targets` (their destinations), with a note naming the new spelling."""
-
-    def __init__(self, option_strings, dest, targets, replacement, **kwargs):
-        super().__init__(option_strings, argparse.SUPPRESS, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
-                         **kwargs)
-        self.targets, self.replacement = targets, replacement
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(f"note: {option_string} is deprecated and goes in the next release; use {self.replacement}",
-              file=sys.stderr)
-        for target in self.targets:
-            setattr(namespace, target, self.const if self.nargs == 0 else values)
-
-
-# What each learning-rate flag's network is called, unless a trainer names it otherwise.
-_NETWORKS = {"g": "generator", "d": "discriminator", "e": "E-net"}
-
-
-def add_learning_rate_arguments(group, model_name, networks=None, paper=None, deprecated=()):
-    """--lr-g / --lr-d / --lr-e for each network the model has, defaulting to the rates its
-    compile() uses (zoo.defaults.LEARNING_RATES). `networks` overrides what a network is
-    called; `paper` holds the paper's rates where --paper sets them; `deprecated` lists
-    (old flag, [networks]) spellings still accepted."""
-    names = {**_NETWORKS, **(networks or {})}
-    for key, rate in zoo_defaults.LEARNING_RATES[model_name].items():
-        shown = f"default {rate}" + (f"; the paper's: {paper[key]}" if paper and key in paper else "")
-        group.add_argument(f"--lr-{key}", type=float, default=None,
-                           help=f"learning rate of the {names[key]} (Adam; {shown})")
-    for old, keys in deprecated:
-        group.add_argument(old, type=float, action=DeprecatedFlag, targets=[f"lr_{key}" for key in keys],
-                           replacement=" ".join(f"--lr-{key}" for key in keys))
-
-
-def fill_learning_rates(args, model_name, paper=None):
-    """--lr-* not given take the paper's rate under --paper (where `paper` has one), else the
-    zoo's default; every rate must be positive."""
-    for key, rate in zoo_defaults.LEARNING_RATES[model_name].items():
-        flag = f"lr_{key}"
-        if getattr(args, flag) is None:
-            setattr(args, flag, paper[key] if getattr(args, "paper", False) and paper and key in paper else rate)
-        if not getattr(args, flag) > 0:
-            raise UsageError(f"--lr-{key} must be positive (got {getattr(args, flag)})")
-
-
 def check_fits(clusters, batch_size, samples):
     """UsageError unless --clusters and --batch-size fit a dataset of `samples` samples."""
     if clusters < 2:
@@ -168,104 +43,54 @@ def check_fits(clusters, batch_size, samples):
         raise UsageError(f"--batch-size {batch_size} exceeds the number of samples ({samples})")
 
 
-def add_start_arguments(group, defaults, paper, recluster_features=None):
-    """--paper, --init and --pseudo-labels of a trainer whose model can learn from a start
-    clustering of the data, and --recluster where `recluster_features` names the features
-    it re-clusters. `paper` maps flags to the paper's values, which --paper sets wherever a
-    flag is not given (`fill_defaults`); `defaults` holds the zoo's."""
-    from zoo.baselines import START_NAMES
+def parse_args(parser, argv, model_name, config_class):
+    """The run's `config_class` from the flags in `argv`, or `argv` itself when it is a
+    `config_class` (the Python API); with --resume the saved config of the run fills in what
+    is not given on the command line. Ends by claiming the run directory for this process
+    (see `claim_run_dir`)."""
+    from trainers import config
 
-    shown = " ".join(f"--{flag.replace('_', '-')} {value}" for flag, value in paper.items())
-    group.add_argument("--paper", action="store_true",
-                       help=f"the paper's settings wherever a flag is not given: {shown}")
-    group.add_argument("--init", choices=["none", *START_NAMES], default=None,
-                       help="not in the paper: a start clustering whose most confident members the model also "
-                            "learns from, labelled with their cluster: k-means on pixels, a GMM on PCA-50, or a GMM "
-                            f"on a 10-d UMAP embedding of PCA-50 (default {defaults['init']}; none is the paper, "
-                            "and the default for data too big for memory)")
-    group.add_argument("--pseudo-labels", type=float, default=None, metavar="FRACTION",
-                       help="with --init: the fraction of each start cluster's members, the most confident, "
-                            f"used as labelled (default {defaults['pseudo_labels']})")
-    if recluster_features:
-        group.add_argument("--recluster", choices=["none", "umap"], default=None,
-                           help="not in the paper: with --init, at every evaluation the pseudo-labels are renewed "
-                                f"from a GMM on a UMAP embedding of {recluster_features}, numbered as the model's "
-                                f"clusters (default {defaults['recluster']})")
-
-
-def fill_defaults(args, dataset, defaults, paper):
-    """Flags left unset take the paper's value under --paper, else the zoo's default; a start
-    clustering needs all samples in memory, so a streamed dataset starts from none."""
-    for flag, value in paper.items():
-        if getattr(args, flag) is None and args.paper:
-            setattr(args, flag, value)
-    if args.init is None and dataset.streamed:
-        args.init = "none"
-    for flag in paper:
-        if getattr(args, flag) is None:
-            setattr(args, flag, defaults[flag])
-    if not 0 < args.pseudo_labels <= 1:
-        raise UsageError(f"--pseudo-labels must lie in (0, 1] (got {args.pseudo_labels})")
-
-
-# Flags that describe the run rather than the experiment: never taken from a
-# resumed run's saved configuration.
-_RUN_FLAGS = {"resume", "run_dir", "max_steps", "quiet", "verbose", "strategy", "no_export", "jit"}
-
-
-def parse_args(parser, argv, model_name):
-    """Parses flags; with --resume the saved flags of the run fill in what is not given.
-    Ends by claiming the run directory for this process (see `claim_run_dir`)."""
-    args = parser.parse_args(argv)
+    if isinstance(argv, config_class):
+        config.check(argv)
+        args = dataclasses.replace(argv)
+    else:
+        args = config.parse(parser, config_class, argv)
     explicit_run_dir = args.run_dir is not None
-    args.run_dir = resolve_run_dir(args, model_name)
-    if args.resume:
-        saved = saved_config(parser, args.run_dir / "config.json")
-        namespace = argparse.Namespace(**{k: v for k, v in saved.items() if k not in _RUN_FLAGS})
+    run_dir = resolve_run_dir(args, model_name)
+    if args.resume and not isinstance(argv, config_class):
+        per_run = config.per_run_fields(config_class)
+        saved = saved_config(parser, run_dir / "config.json", per_run)
         # argparse fills in defaults only for names not in the namespace, so
         # flags given now override the saved ones and the rest come back.
-        args = parser.parse_args(argv, namespace=namespace)
-        args.run_dir = resolve_run_dir(args, model_name)
+        args = config.parse(parser, config_class, argv, namespace=argparse.Namespace(**saved))
+        run_dir = resolve_run_dir(args, model_name)
         # Learning-rate flags given again win over the rates in the checkpoint (see Run.track).
-        args.lr_flags_given = sorted(
-            option for action in parser._actions for option in action.option_strings
-            if any("lr" in dest.split("_") for dest in [action.dest, *getattr(action, "targets", ())])
-            and any(a == option or a.startswith(option + "=") for a in (sys.argv[1:] if argv is None else argv)))
-    if args.clusters < 2:
-        raise UsageError(f"--clusters must be at least 2 (got {args.clusters})")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be positive (got {args.batch_size})")
-    if args.max_steps is not None and args.max_steps < 0:
-        raise UsageError(f"--max-steps must be >= 0 (got {args.max_steps})")
-    if args.labels < 0:
-        raise UsageError(f"--labels must be >= 0 (got {args.labels})")
-    if args.memory_budget < 0:
-        raise UsageError(f"--memory-budget must be >= 0 (got {args.memory_budget})")
-    if args.nan_patience < 1:
-        raise UsageError(f"--nan-patience must be positive (got {args.nan_patience})")
-    if args.nan_recoveries < 0:
-        raise UsageError(f"--nan-recoveries must be >= 0 (got {args.nan_recoveries})")
-    if not 0 < args.nan_lr_factor < 1:
-        raise UsageError(f"--nan-lr-factor must lie in (0, 1) (got {args.nan_lr_factor})")
+        rates = [f"lr_{network}" for network in config_class.learning_rates()]
+        args.lr_flags_given = config.given_flags(parser, argv, rates)
+    args.run_dir = run_dir
     claim_run_dir(args, explicit_run_dir)
     return args
 
 
-def saved_config(parser, path):
+def saved_config(parser, path, per_run=()):
     """The flags saved in a run's config.json, each checked and converted by the parser's own
     type and choices, as if given on the command line: the file may be hand-edited,
-    truncated or from another version, and must never reach a trainer unchecked."""
+    truncated or from another version, and must never reach a trainer unchecked. Fields in
+    `per_run` describe the process, not the experiment, and are never taken from the file."""
     try:
         saved = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise UsageError(f"--resume: {path} is not readable JSON: {_first_line(err)}") from None
     if not isinstance(saved, dict):
         raise UsageError(f"--resume: {path} must hold a JSON object of flags, not a {type(saved).__name__}")
-    actions = {action.dest: action for action in parser._actions if action.option_strings}
+    # A field renamed since the run was saved comes back under its new name.
+    renamed = {option[2:].replace("-", "_"): action.targets[0] for option, action in parser.deprecated.items()
+               if action.nargs is None and len(action.targets) == 1}
     checked = {}
     for key, value in saved.items():
-        action = actions.get(key)
-        if action is None or key in _RUN_FLAGS:
+        key = renamed.get(key, key)
+        action = parser.actions.get(key)
+        if action is None or key in per_run:
             continue  # not a flag of this trainer (or one never taken from the file)
         flag = action.option_strings[0]
         try:

@@ -16,7 +16,8 @@ from trainers import common
 class Task:
     """One model's part of a training run. The loop calls, in order:
 
-    `build_parser()` and `validate(args, dataset)` (before TensorFlow is imported);
+    `build_parser()` (generated from `config_class`) and `validate(args, dataset)` (before
+    TensorFlow is imported; `args` is a `config_class`);
     `build_model(args, input_shape)` inside the strategy's scope; `prepare()`, whose dict of extra
     state is checkpointed with the model and its optimizers; `total_steps()`; `setup()` once
     the progress bar exists; then for every optimizer step `next_step(step)` -> (phase,
@@ -25,16 +26,31 @@ class Task:
     """
 
     name = None  # zoo name: `python -m trainers.<name>`, zoo.registry
-    title = None  # shown in the final line and on figures, e.g. "GAN-EM"
+    title = None  # shown in the final line, on figures and as --help's section, e.g. "GAN-EM"
+    config_class = None  # the trainer's Config: its model's zoo.configs fields with RunConfig's
 
     def __init__(self, args, dataset, run):
         self.args, self.dataset, self.run = args, dataset, run
         self.model = None
 
-    # The trainer module's functions, as static methods: build_parser() -> ArgumentParser;
-    # validate(args, dataset) checks and fills in the flags (common.UsageError);
+    # The trainer module's functions, as static methods: validate(args, dataset) checks the
+    # config against the data and fills in what depends on it (common.UsageError);
     # build_model(args, input_shape) -> the compiled model.
-    build_parser = validate = build_model = None
+    validate = build_model = None
+
+    @classmethod
+    def build_parser(cls):
+        """The command line of `config_class`; the trainer module's docstring is its description."""
+        from trainers import config
+
+        return config.build_parser(cls.config_class, cls.name, cls.title, sys.modules[cls.__module__].__doc__)
+
+    @classmethod
+    def parse(cls, argv):
+        """The config the flags in `argv` give, range-checked but not yet validated against data."""
+        from trainers import config
+
+        return config.parse(cls.build_parser(), cls.config_class, argv)
 
     def prepare(self):
         """State to checkpoint besides the model and its optimizers (name -> trackable)."""
@@ -58,11 +74,21 @@ class Task:
         raise NotImplementedError
 
 
+def task_of(name):
+    """The Task of `python -m trainers.<name>`."""
+    import importlib
+
+    module = importlib.import_module(f"trainers.{name}")
+    return next(value for value in vars(module).values()
+                if isinstance(value, type) and issubclass(value, Task) and value.name == name)
+
+
 def train(task_class, argv=None):
-    """Runs `task_class` as `python -m trainers.<name>` does; returns the exit code."""
+    """Runs `task_class` as `python -m trainers.<name>` does, from a list of flags (None: the
+    command line's) or a `task_class.config_class`; returns the exit code."""
     from trainers.run import start
 
-    args, dataset, run = start(argv, task_class.name, task_class.build_parser, task_class.validate)
+    args, dataset, run = start(argv, task_class)
     task = task_class(args, dataset, run)
     with run.strategy.scope():
         task.model = task.build_model(args, dataset.input_shape)

@@ -17,114 +17,39 @@ paper, which `--augment none` is).
 The first M-step is longer (`--first-m-steps`): the GAN starts from scratch there,
 and an E-net trained on poor samples would throw the initial clustering away.
 Every optimizer update counts as one step: a run has first_m_steps + e_steps +
-(em_iterations - 1) * (m_steps + e_steps) steps unless `--max-steps` stops it sooner.
+(iterations - 1) * (m_steps + e_steps) steps unless `--max-steps` stops it sooner.
 """
 
+
+import dataclasses
 
 import numpy as np
 
 from trainers import common, driver
-
-# Defaults sized for a 2-core CPU (docs/models/ganem.md has the figures). Without labels EM
-# starts from UMAP + GMM, the E-step also learns from the most confident real samples and
-# re-clusters the E-net's features; what lifts the clustering is the number of E-steps and
-# re-clusterings, so the M-steps are short. With --labels the E-step is 4x longer: the labelled
-# cross-entropy needs the updates.
-DEFAULTS = dict(init="umap", pseudo_labels=0.5, recluster="umap")
-SCHEDULES = {"unlabelled": dict(em_iterations=4, first_m_steps=1000, m_steps=200, e_steps=200),
-             "labelled": dict(em_iterations=6, first_m_steps=1500, m_steps=400, e_steps=800)}
-# The paper's method: what --paper sets wherever a flag is not given.
-PAPER = dict(init="uniform", pseudo_labels=0.0, recluster="none", augment="none")
+from trainers.config import RunConfig
+from zoo.configs import GANEM_SCHEDULES, GANEMConfig
 
 
-def build_parser():
-    parser = common.base_parser("ganem", __doc__)
-    group = parser.add_argument_group("GAN-EM")
-    def scheduled(flag, text):
-        unlabelled, labelled = SCHEDULES["unlabelled"][flag], SCHEDULES["labelled"][flag]
-        group.add_argument(f"--{flag.replace('_', '-')}", type=int, default=None,
-                           help=f"{text} (default {unlabelled}"
-                                + (f", {labelled} with --labels)" if labelled != unlabelled else ")"))
-
-    scheduled("em_iterations", "EM iterations")
-    scheduled("first_m_steps", "M-step (GAN) updates in the first EM iteration")
-    scheduled("m_steps", "M-step (GAN) updates in every later EM iteration")
-    scheduled("e_steps", "E-step (E-net) updates per EM iteration")
-    group.add_argument("--e-batch-size", type=int, default=64, help="generated samples per E-net update")
-    group.add_argument("--paper", action="store_true",
-                       help="the paper's method wherever a flag below is not given: --init uniform "
-                            "--pseudo-labels 0 --recluster none --augment none")
-    group.add_argument("--init", choices=["uniform", "kmeans", "gmm", "umap", "spread"], default=None,
-                       help="soft labels of the first M-step: uniform 1/K (the paper), one-hot k-means labels "
-                            "on pixels, the posteriors of a GMM on PCA-50, of a GMM on a 10-d UMAP embedding of "
-                            "PCA-50 (default without labels), or label spreading from the --labels examples over "
-                            "a 10-NN graph of PCA-50 features (default with labels)")
-    group.add_argument("--pseudo-labels", type=float, default=None, metavar="FRACTION",
-                       help="not in the paper: every E-step update also trains the E-net on real samples, the "
-                            "FRACTION of each cluster's members with the most confident soft labels, labelled "
-                            "with their cluster (default 0.5 without --labels, 0 with them; 0 is the paper)")
-    group.add_argument("--recluster", choices=["none", "umap"], default=None,
-                       help="not in the paper: after each E-step the soft labels are the posteriors of a GMM on a "
-                            "UMAP embedding of the E-net's features (numbered as the E-net's clusters; the most "
-                            "likely fit whose cluster sizes are no less even than the E-net's) instead of the "
-                            "E-net's own posteriors (umap, the default without --labels; none is the paper)")
-    group.add_argument("--generator-loss", choices=["mle", "nonsaturating"], default="mle",
-                       help="mle: the paper's -1/2 exp(logit D_c); nonsaturating: -log D_c")
-    group.add_argument("--logit-clip", type=float, default=10.0, help="upper clip of the logit in the MLE loss")
-    group.add_argument("--latent-dim", type=int, default=62, help="size of the noise z ~ N(0, I)")
-    group.add_argument("--embedding-dim", type=int, default=None,
-                       help="width d of an extra E-net layer before its output, whose activations are the "
-                            "exported embedding (dimensionality reduction; d = 2 also plots them); without it "
-                            "the E-net trunk features are the embedding")
-    group.add_argument("--variant", choices=["paper", "authors-code"], default="paper",
-                       help="paper: K sigmoid heads, MLE generator loss, c ~ pi in the E-step, learned pi; "
-                            "authors-code: (K+1)-way softmax D with a fake class, cross-entropy G loss, "
-                            "class-balanced E-step, uniform pi")
-    group.add_argument("--augment", choices=["none", "labelled", "all"], default=None,
-                       help="random shifts (up to 10%% of the side) and rotations (up to 10 degrees) of the "
-                            "E-net's training images, not in the paper: none; labelled (the labelled batch of "
-                            "--labels); all (the generated samples too, the default with --labels on images: "
-                            "docs/models/ganem.md, Results); images only")
-    group.add_argument("--fixed-prior", action="store_true", help="keep pi uniform instead of learning it")
-    common.add_learning_rate_arguments(group, "ganem")
-    group.add_argument("--lr-decay", type=float, default=1.0,
-                       help="every learning rate is multiplied by this after each EM iteration (the authors' "
-                            "code uses 0.98 over 1,000 short iterations; 1 keeps them constant; a cosine "
-                            "--lr-e-decay schedule is left alone)")
-    group.add_argument("--lr-e-decay", choices=["none", "cosine"], default=None,
-                       help="E-net learning rate over the run: constant (none; the default without --labels) or "
-                            "cosine decay to 10%% over all E-steps (the default with --labels: the last EM "
-                            "iterations then refine the E-net instead of moving it; docs/models/ganem.md, Results)")
-    return parser
+@dataclasses.dataclass
+class Config(GANEMConfig, RunConfig):
+    """A GAN-EM run: `main(Config(...))` is `python -m trainers.ganem` with those flags."""
 
 
 def validate(args, dataset):
-    for flag, value in PAPER.items():
-        if args.paper and getattr(args, flag) is None:
-            setattr(args, flag, value)
-    if args.init is None:
+    args.resolve_paper()
+    if args.init is None and (args.labels or dataset.streamed):
         # A set too large for memory cannot be fitted by a GMM on its pixels: EM starts uniform.
-        args.init = "spread" if args.labels else "uniform" if dataset.streamed else DEFAULTS["init"]
-    if args.pseudo_labels is None:  # a uniform start has no confident members to learn from
-        args.pseudo_labels = 0.0 if args.labels or args.init == "uniform" else DEFAULTS["pseudo_labels"]
-    if not 0 <= args.pseudo_labels <= 1:
-        raise common.UsageError(f"--pseudo-labels must lie in [0, 1] (got {args.pseudo_labels})")
-    if args.recluster is None:
-        # UMAP needs all features in memory.
-        args.recluster = "none" if args.labels or dataset.streamed else DEFAULTS["recluster"]
-    for flag, value in SCHEDULES["labelled" if args.labels else "unlabelled"].items():
-        if getattr(args, flag) is None:
-            setattr(args, flag, value)
+        args.init = "spread" if args.labels else "uniform"
+    if args.pseudo_labels is None and (args.labels or args.init == "uniform"):
+        args.pseudo_labels = 0.0  # a uniform start has no confident members to learn from
+    if args.recluster is None and (args.labels or dataset.streamed):
+        args.recluster = "none"  # UMAP needs all features in memory
+    args.resolve_defaults()
+    for name, value in GANEM_SCHEDULES["labelled" if args.labels else "unlabelled"].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.lr_e_decay is None:
         args.lr_e_decay = "cosine" if args.labels else "none"
-    for flag in ("em_iterations", "first_m_steps", "m_steps", "e_steps", "e_batch_size", "latent_dim"):
-        if getattr(args, flag) < 1:
-            raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
-    common.fill_learning_rates(args, "ganem")
-    if not 0 < args.lr_decay <= 1:
-        raise common.UsageError(f"--lr-decay must lie in (0, 1] (got {args.lr_decay})")
-    if args.embedding_dim is not None and args.embedding_dim < 1:
-        raise common.UsageError(f"--embedding-dim must be at least 1 (got {args.embedding_dim})")
     images = len(dataset.input_shape) == 3  # (height, width, channels)
     if args.augment is None:
         # Real images in the E-step (labels or pseudo-labels) are few; new poses keep the E-net general.
@@ -178,7 +103,7 @@ def e_learning_rate(args):
 
     if args.lr_e_decay == "none":
         return args.lr_e
-    return keras.optimizers.schedules.CosineDecay(args.lr_e, args.em_iterations * args.e_steps, alpha=0.1)
+    return keras.optimizers.schedules.CosineDecay(args.lr_e, args.iterations * args.e_steps, alpha=0.1)
 
 
 def build_model(args, input_shape):
@@ -203,8 +128,8 @@ def build_model(args, input_shape):
 class GANEMTask(driver.Task):
     """GAN-EM's schedule: EM iterations of M-steps then E-steps; between them new soft labels."""
 
-    name, title = "ganem", "GAN-EM"
-    build_parser, validate, build_model = staticmethod(build_parser), staticmethod(validate), staticmethod(build_model)
+    name, title, config_class = "ganem", "GAN-EM", Config
+    validate, build_model = staticmethod(validate), staticmethod(build_model)
 
     # -- EM state: the soft labels, checkpointed with the model ---------------------------
     def prepare(self):
@@ -231,7 +156,7 @@ class GANEMTask(driver.Task):
 
     def total_steps(self):
         args = self.args
-        return args.first_m_steps + args.e_steps + (args.em_iterations - 1) * (args.m_steps + args.e_steps)
+        return args.first_m_steps + args.e_steps + (args.iterations - 1) * (args.m_steps + args.e_steps)
 
     def setup(self):
         import tensorflow as tf
@@ -289,7 +214,7 @@ class GANEMTask(driver.Task):
     def next_step(self, step):
         args = self.args
         iteration, offset, m_steps = self.position(step)
-        text = f"EM {iteration + 1}/{args.em_iterations}"
+        text = f"EM {iteration + 1}/{args.iterations}"
         if offset < m_steps:
             if self.iterator_of != iteration:  # soft labels changed: a fresh pass over (x, w)
                 self.iterator = common.distributed_batches(
@@ -323,7 +248,7 @@ class GANEMTask(driver.Task):
         model.update_prior(self.soft_labels.numpy())
         report.update(em_iteration=iteration + 1, step=run.step, prior=model.prior.numpy().round(4).tolist(),
                       posterior_confidence=float(probs.max(1).mean()), e_acc_fake=values["e_acc_fake"])
-        run.log_iteration(report, f"EM iteration {iteration + 1}/{args.em_iterations}: "
+        run.log_iteration(report, f"EM iteration {iteration + 1}/{args.iterations}: "
                                   f"{common.format_metrics(report)}  (E-net: {report['e_acc_fake']:.2f} acc "
                                   f"on fakes, {report['posterior_confidence']:.2f} mean confidence on real "
                                   f"data)"

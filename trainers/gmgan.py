@@ -27,68 +27,27 @@ Every optimizer update counts as one step (a GAN iteration is one step: D and G)
 """
 
 
+import dataclasses
+
 import numpy as np
 
 from trainers import common, driver
-
-# Sized for a 2-core CPU: a GAN iteration (D + G, batch 64, mnist5k) takes 0.2-0.4 s and an
-# E-net update 0.1-0.2 s depending on the CPU, so 1,500 iterations, 750 interleaved and 300
-# final E-net updates, the UMAP start, 11 evaluations and the scale curve take 8-14 minutes.
-DEFAULTS = dict(gan_steps=1500, enet_every=2, final_enet_steps=300, latent_dim=32, mean_range=1.0, sigma=1.0,
-                score_samples=2000, init="umap", pseudo_labels=0.5, recluster="none")
-# The paper's unsupervised method: what --paper sets wherever a flag is not given.
-PAPER = dict(init="none", pseudo_labels=0.5, recluster="none")
+from trainers.config import RunConfig
+from zoo.configs import GMGANConfig
 
 
-def build_parser():
-    parser = common.base_parser("gmgan", __doc__)
-    group = parser.add_argument_group("GM-GAN")
-    group.add_argument("--gan-steps", type=int, default=DEFAULTS["gan_steps"],
-                       help="training length in GAN iterations (each = one D and one G update)")
-    group.add_argument("--latent", choices=["dynamic", "static"], default="dynamic",
-                       help="dynamic: means and sigmas of the Gaussians are trained with G; static: fixed")
-    group.add_argument("--supervised", action="store_true",
-                       help="the Gaussian is the class label (all labels of the dataset are used); D is "
-                            "conditional, and G(z) of Gaussian k draws class k")
-    common.add_start_arguments(group, DEFAULTS, PAPER,
-                               recluster_features="the E-net's features of the data (D's labels follow them too)")
-    group.add_argument("--latent-dim", type=int, default=DEFAULTS["latent_dim"], help="dimension of z")
-    group.add_argument("--mean-range", type=float, default=DEFAULTS["mean_range"],
-                       help="initial means mu_k ~ U(-r, r)^d")
-    group.add_argument("--sigma", type=float, default=DEFAULTS["sigma"], help="initial sigma of every Gaussian")
-    common.add_learning_rate_arguments(group, "gmgan",
-                                       networks=dict(g="generator and, when dynamic, the means and sigmas"),
-                                       deprecated=[("--lr", "d"), ("--g-lr", "g"), ("--e-lr", "e")])
-    group.add_argument("--enet-every", type=int, default=DEFAULTS["enet_every"],
-                       help="one E-net update every N GAN iterations (0: none until the GAN is trained)")
-    group.add_argument("--final-enet-steps", type=int, default=DEFAULTS["final_enet_steps"],
-                       help="E-net updates on the final generator, after the GAN iterations")
-    group.add_argument("--enet-scale", type=float, default=1.0,
-                       help="sampling scale s of the generated pairs the E-net learns from")
-    group.add_argument("--score-samples", type=int, default=DEFAULTS["score_samples"],
-                       help="generated samples per scale for the quality/diversity/FD-classifier scores "
-                            "(0: no scores)")
-    group.add_argument("--eval-every", type=int, default=None,
-                       help="evaluate and log a history line every N GAN iterations (None: gan_steps / 10)")
-    return parser
+@dataclasses.dataclass
+class Config(GMGANConfig, RunConfig):
+    """A GM-GAN run: `main(Config(...))` is `python -m trainers.gmgan` with those flags."""
 
 
 def validate(args, dataset):
-    common.fill_defaults(args, dataset, DEFAULTS, PAPER)
+    args.resolve_paper()
+    if args.init is None and dataset.streamed:  # a start clustering needs all samples in memory
+        args.init = "none"
+    args.resolve_defaults()
     if args.supervised:  # the true labels take the place of pseudo-labels
         args.init = "none"
-    for flag in ("gan_steps", "latent_dim"):
-        if getattr(args, flag) < 1:
-            raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
-    for flag in ("enet_every", "final_enet_steps", "score_samples"):
-        if getattr(args, flag) < 0:
-            raise common.UsageError(f"--{flag.replace('_', '-')} must be >= 0 (got {getattr(args, flag)})")
-    if args.eval_every is not None and args.eval_every < 1:
-        raise common.UsageError(f"--eval-every must be positive (got {args.eval_every})")
-    common.fill_learning_rates(args, "gmgan")
-    for flag in ("mean_range", "sigma", "enet_scale"):
-        if not getattr(args, flag) > 0:
-            raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
     if args.labels:
         raise common.UsageError("GM-GAN has no semi-supervised mode: --labels is not supported (use --supervised "
                                 "for the supervised variant, or trainers.ganem)")
@@ -100,14 +59,14 @@ def validate(args, dataset):
                                     f"({dataset.num_classes}), got {args.clusters}")
 
 
-def schedule(step, gan_steps, enet_every):
+def schedule(step, iterations, enet_every):
     """What optimizer step number `step` (0-based) is: ("gan" | "enet", GAN iterations done
     before it). GAN iterations come in blocks of `enet_every` followed by one E-net update;
     after the last block, only E-net updates."""
     block = enet_every + 1 if enet_every else None
-    interleaved = gan_steps + (gan_steps // enet_every if enet_every else 0)
+    interleaved = iterations + (iterations // enet_every if enet_every else 0)
     if step >= interleaved:
-        return "enet", gan_steps
+        return "enet", iterations
     if block is None:
         return "gan", step
     blocks, offset = divmod(step, block)
@@ -133,12 +92,12 @@ class GMGANTask(driver.Task):
     """GM-GAN's schedule: GAN iterations with an E-net update every --enet-every of them,
     then the final E-net updates."""
 
-    name, title = "gmgan", "GM-GAN"
-    build_parser, validate, build_model = staticmethod(build_parser), staticmethod(validate), staticmethod(build_model)
+    name, title, config_class = "gmgan", "GM-GAN", Config
+    validate, build_model = staticmethod(validate), staticmethod(build_model)
 
     def total_steps(self):
         args = self.args
-        return args.gan_steps + (args.gan_steps // args.enet_every if args.enet_every else 0) + args.final_enet_steps
+        return args.iterations + (args.iterations // args.enet_every if args.enet_every else 0) + args.final_enet_steps
 
     def setup(self):
         import tensorflow as tf
@@ -147,7 +106,7 @@ class GMGANTask(driver.Task):
         self.gan_step = run.replicated_step(model.gan_step)
         self.enet_step = run.replicated_step(lambda data=None: model.e_step(data, scale=args.enet_scale))
         self.embed = tf.function(model.embed, reduce_retracing=True)
-        self.eval_every = args.eval_every or max(1, args.gan_steps // 10)
+        self.eval_every = args.eval_every or max(1, args.iterations // 10)
         self.initial, start, self.teacher = ({}, None, None) if args.init == "none" else run.start_clustering(
             args.init, args.pseudo_labels)
         if args.supervised:
@@ -167,21 +126,21 @@ class GMGANTask(driver.Task):
 
     # -- GAN iterations with interleaved E-net updates, then the final E-net updates ----------
     def next_step(self, step):
-        phase, done = schedule(step, self.args.gan_steps, self.args.enet_every)
+        phase, done = schedule(step, self.args.iterations, self.args.enet_every)
         if phase == "gan":
-            return phase, f"GAN {done + 1}/{self.args.gan_steps}", self.gan_step, self.batches
-        return phase, f"E-net (after GAN {done}/{self.args.gan_steps})", self.enet_step, self.teacher
+            return phase, f"GAN {done + 1}/{self.args.iterations}", self.gan_step, self.batches
+        return phase, f"E-net (after GAN {done}/{self.args.iterations})", self.enet_step, self.teacher
 
     def after_step(self, phase, values):
         args, run, x = self.args, self.run, self.dataset.data
-        done = schedule(run.step - 1, args.gan_steps, args.enet_every)[1]
+        done = schedule(run.step - 1, args.iterations, args.enet_every)[1]
         if phase == "gan" and (done + 1) % self.eval_every == 0:
             report, _ = self.evaluate()
             report.update(gan_step=done + 1, step=run.step, **values)
-            text = f"GAN iteration {done + 1}/{args.gan_steps}: {common.format_metrics(report)}"
+            text = f"GAN iteration {done + 1}/{args.iterations}: {common.format_metrics(report)}"
             text += (f"  (D(real) {values['d_real']:.2f}, D(fake) {values['d_fake']:.2f}, "
                      f"sigma {values['sigma']:.3f})")
-            if self.teacher is not None and args.recluster == "umap" and done + 1 < args.gan_steps:
+            if self.teacher is not None and args.recluster == "umap" and done + 1 < args.iterations:
                 refined, note = run.recluster(common.predict_in_batches(self.embed, x), report)
                 self.teacher = run.pseudo_labelled(refined, args.pseudo_labels)
                 self.batches = common.distributed_batches(run.strategy, (x, refined.argmax(1).astype(np.int32)),
@@ -193,7 +152,7 @@ class GMGANTask(driver.Task):
     # -- final evaluation, quality/diversity against the scale, figures ----------------------
     def final(self):
         from zoo import plots
-        from zoo.gmgan import SCALES, balanced_samples, scale_curve
+        from zoo.gmgan import SCALES, scale_curve
 
         args, dataset, run, model = self.args, self.dataset, self.run, self.model
         report, predictions = self.evaluate()
@@ -217,7 +176,7 @@ class GMGANTask(driver.Task):
             print("diversity: " + "  ".join(f"{p['diversity']:>6.3f}" for p in curve))
             print("FD-clf:    " + "  ".join(f"{p['fd_classifier']:>6.2f}" for p in curve))
         if run.chief and dataset.kind == "image":
-            grid = np.stack([balanced_samples(model, 2 * args.clusters, scale=s, seed=args.seed) for s in SCALES])
+            grid = np.stack([model.balanced_samples(2 * args.clusters, seed=args.seed, scale=s) for s in SCALES])
             plots.sample_grid(grid, run.dir / "scale_samples.png",
                               title="rows: s = " + ", ".join(f"{s:g}" for s in SCALES)
                                     + "; columns: Gaussian 0..K-1 x2")
@@ -230,7 +189,7 @@ class GMGANTask(driver.Task):
         return report, dict(predictions=predictions, latent=args.latent, supervised=args.supervised,
                             sigma_mean=float(sigmas.mean()), sigma_min=float(sigmas.min()),
                             sigma_max=float(sigmas.max()),
-                            gan_steps_done=schedule(run.step, args.gan_steps, args.enet_every)[1], **extra,
+                            gan_steps_done=schedule(run.step, args.iterations, args.enet_every)[1], **extra,
                             history=run.history("gan_step"))
 
 

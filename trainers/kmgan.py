@@ -23,80 +23,30 @@ metrics.json carries the reference classifier's judgement of generated samples
 """
 
 
+import dataclasses
+
 import numpy as np
 
 from trainers import common, driver
-
-# Sized for a 2-core CPU: a step (three updates, batch 64, mnist5k conv nets) takes 0.3-0.7 s
-# depending on the CPU, so 1,000 steps, the UMAP start and the evaluations take 6-13 minutes.
-DEFAULTS = dict(train_steps=1000, latent_dim=62, feature_dim=64, clip=0.05, center_weight=1.0, margin=1.0,
-                center_memory=10.0, temperature=1.0, init_samples=2000, init_restarts=5, score_samples=2000,
-                init="umap", pseudo_labels=0.5)
-# The paper's method: what --paper sets wherever a flag is not given.
-PAPER = dict(init="none", pseudo_labels=0.5)
+from trainers.config import RunConfig
+from zoo.configs import KMGANConfig
 
 
-def build_parser():
-    parser = common.base_parser("kmgan", __doc__)
-    group = parser.add_argument_group("KM-GAN")
-    group.add_argument("--train-steps", type=int, default=DEFAULTS["train_steps"],
-                       help="training length in steps (each = D, G and center-loss updates + a center update)")
-    common.add_start_arguments(group, DEFAULTS, PAPER)
-    group.add_argument("--latent-dim", type=int, default=DEFAULTS["latent_dim"], help="dim of G's noise")
-    group.add_argument("--feature-dim", type=int, default=DEFAULTS["feature_dim"], help="m, width of D's features")
-    group.add_argument("--space", choices=["feature", "pixel"], default="feature",
-                       help="where K-Means runs: D's features (KM-GAN) or pixels (the paper's reduced variant)")
-    group.add_argument("--unconditional", action="store_true",
-                       help="the paper's unconditional G (a fake's class is its nearest center); the exported "
-                            "generator then ignores its cluster input")
-    group.add_argument("--clip", type=float, default=DEFAULTS["clip"], help="D weight clipping box (0: none)")
-    group.add_argument("--center-weight", type=float, default=DEFAULTS["center_weight"],
-                       help="weight of the center loss in the joint D+G update")
-    group.add_argument("--regularizer-weight", type=float, default=0.0,
-                       help="lambda of the generalised variant's intra/inter regularisers (0: regular KM-GAN)")
-    group.add_argument("--margin", type=float, default=DEFAULTS["margin"],
-                       help="D pushes a fake until it is this much farther (squared) from its center than real "
-                            "samples are from theirs")
-    group.add_argument("--center-memory", type=float, default=DEFAULTS["center_memory"],
-                       help="cap of mini-batch K-Means' per-center counts: lower = centers follow D faster")
-    group.add_argument("--temperature", type=float, default=DEFAULTS["temperature"],
-                       help="of the exported probabilities softmax(-squared distance / temperature)")
-    common.add_learning_rate_arguments(group, "kmgan", deprecated=[("--lr", "gd")])
-    group.add_argument("--init-samples", type=int, default=DEFAULTS["init_samples"],
-                       help="with --init none: real samples for the k-means++ initialisation of the centers")
-    group.add_argument("--init-restarts", type=int, default=DEFAULTS["init_restarts"],
-                       help="with --init none: k-means++ seedings at initialisation; the lowest-inertia one is "
-                            "kept")
-    group.add_argument("--eval-every", type=int, default=None,
-                       help="evaluate and log a history line every N steps (None: train_steps / 8)")
-    group.add_argument("--score-samples", type=int, default=DEFAULTS["score_samples"],
-                       help="generated samples the reference classifier scores at the end (0: no scores)")
-    group.add_argument("--no-judge", action=common.DeprecatedFlag, nargs=0, const=0, targets=["score_samples"],
-                       replacement="--score-samples 0")
-    return parser
+@dataclasses.dataclass
+class Config(KMGANConfig, RunConfig):
+    """A KM-GAN run: `main(Config(...))` is `python -m trainers.kmgan` with those flags."""
 
 
 def validate(args, dataset):
     if args.space == "pixel" and args.init is None:  # the paper's reduced variant, for its comparison
         args.init = "none"
-    common.fill_defaults(args, dataset, DEFAULTS, PAPER)
+    args.resolve_paper()
+    if args.init is None and dataset.streamed:  # a start clustering needs all samples in memory
+        args.init = "none"
+    args.resolve_defaults()
     if args.space == "pixel" and args.init != "none":
         raise common.UsageError(f"--space pixel clusters by pixel K-Means; it cannot hold --init {args.init} "
                                 f"clusters (use --space feature or --init none)")
-    if args.score_samples < 0:
-        raise common.UsageError(f"--score-samples must be >= 0 (got {args.score_samples})")
-    for flag in ("train_steps", "latent_dim", "feature_dim", "init_samples", "init_restarts"):
-        if getattr(args, flag) < 1:
-            raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
-    if args.eval_every is not None and args.eval_every < 1:
-        raise common.UsageError(f"--eval-every must be positive (got {args.eval_every})")
-    common.fill_learning_rates(args, "kmgan")
-    for flag in ("margin", "center_memory", "temperature"):
-        if not getattr(args, flag) > 0:
-            raise common.UsageError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
-    for flag in ("clip", "center_weight", "regularizer_weight"):
-        if getattr(args, flag) < 0:
-            raise common.UsageError(f"--{flag.replace('_', '-')} must be >= 0 (got {getattr(args, flag)})")
     if args.labels:
         raise common.UsageError("KM-GAN is unsupervised: --labels is not supported (use trainers.ganem)")
 
@@ -118,11 +68,11 @@ def build_model(args, input_shape):
 class KMGANTask(driver.Task):
     """KM-GAN's schedule: one phase, the three-step alternation, evaluated every --eval-every steps."""
 
-    name, title = "kmgan", "KM-GAN"
-    build_parser, validate, build_model = staticmethod(build_parser), staticmethod(validate), staticmethod(build_model)
+    name, title, config_class = "kmgan", "KM-GAN", Config
+    validate, build_model = staticmethod(validate), staticmethod(build_model)
 
     def total_steps(self):
-        return self.args.train_steps
+        return self.args.iterations
 
     # -- initial centers --------------------------------------------------------------------
     def setup(self):
@@ -146,8 +96,8 @@ class KMGANTask(driver.Task):
         self.features_of = tf.function(model.features, reduce_retracing=True)
         self.shown = np.random.default_rng(args.seed).permutation(len(dataset))[:2000]
         self.snapshots = []
-        self.eval_every = args.eval_every or max(1, args.train_steps // 8)
-        self.limit = args.train_steps if args.max_steps is None else min(args.train_steps, args.max_steps)
+        self.eval_every = args.eval_every or max(1, args.iterations // 8)
+        self.limit = args.iterations if args.max_steps is None else min(args.iterations, args.max_steps)
         self.snapshot(f"step {run.step}")
         self.batches = held if held is not None else common.distributed_batches(
             run.strategy, (dataset.data,), args.batch_size, args.seed + run.step)
@@ -161,14 +111,14 @@ class KMGANTask(driver.Task):
 
     # -- the loop: one step = the three-step alternation -------------------------------------
     def next_step(self, step):
-        return "train", f"step {step + 1}/{self.args.train_steps}", self.alternation_step, self.batches
+        return "train", f"step {step + 1}/{self.args.iterations}", self.alternation_step, self.batches
 
     def after_step(self, phase, values):
         run = self.run
         if run.step % self.eval_every == 0:
             report, _ = self.evaluate()
             report.update(step=run.step, **values)
-            run.log_iteration(report, f"step {run.step}/{self.args.train_steps}: {common.format_metrics(report)}  "
+            run.log_iteration(report, f"step {run.step}/{self.args.iterations}: {common.format_metrics(report)}  "
                                       f"(center loss {values['center_loss']:.4f})")
             if len(self.snapshots) < 4 or run.step == self.limit:
                 self.snapshot(f"step {run.step}")
@@ -219,17 +169,12 @@ def cli():
 
 
 def judge(model, dataset, seed, count=2000):
-    """The reference classifier's scores of `count` generated samples (clusters drawn uniformly)."""
-    import tensorflow as tf
-
+    """The reference classifier's scores of `count` generated samples (every cluster equally often)."""
     from zoo.reference import ReferenceClassifier
 
     reference = ReferenceClassifier.for_dataset(dataset, seed=0)
-    clusters = tf.constant(np.arange(count) % model.num_clusters, tf.int32)
-    fakes = np.concatenate([model.generate(model.sample_latent(500, seed=seed + i), clusters[i:i + 500]).numpy()
-                            for i in range(0, count, 500)])
     real = dataset.take(np.random.default_rng(seed).permutation(len(dataset))[:count])
-    return reference.scores(fakes, real)
+    return reference.scores(model.balanced_samples(count, seed=seed), real)
 
 
 if __name__ == "__main__":

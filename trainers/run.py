@@ -6,6 +6,7 @@ The loop of `trainers.driver` builds the model inside `run.strategy.scope()`, ha
 """
 
 import contextlib
+import dataclasses
 import json
 import math
 import sys
@@ -17,10 +18,12 @@ import numpy as np
 from trainers import common
 
 
-def start(argv, model_name, build_parser, validate):
-    """The opening every trainer shares: flags (refilled by --resume), the dataset, the
-    trainer's own checks, seeds, and the Run. Returns (args, dataset, run)."""
-    args = common.parse_args(build_parser(), argv, model_name)
+def start(argv, task_class):
+    """The opening every trainer shares: the config (flags refilled by --resume, or a
+    config given whole), the dataset, the trainer's own checks, seeds, and the Run. Returns
+    (args, dataset, run); `args` is the task's config."""
+    model_name, validate = task_class.name, task_class.validate
+    args = common.parse_args(task_class.build_parser(), argv, model_name, task_class.config_class)
     common.tflog.configure(args.verbose)
     dataset = common.zoo_data.load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir,
                                            labels_file=args.labels_file, memory_budget=args.memory_budget << 20)
@@ -33,6 +36,13 @@ def start(argv, model_name, build_parser, validate):
 
     keras.utils.set_random_seed(args.seed)
     return args, dataset, Run(args, model_name, dataset)
+
+
+def _settable_rate(optimizer):
+    """True when `optimizer`'s learning rate is a variable (a float rate), not a schedule."""
+    import keras
+
+    return isinstance(optimizer.learning_rate, keras.Variable)
 
 
 class TrainingDiverged(common.RunFailed):
@@ -52,7 +62,8 @@ class Run:
         self.dir = args.run_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.chief and not args.resume:
-            common.write_json(self.dir / "config.json", {k: v for k, v in vars(args).items() if k != "run_dir"})
+            config = {k: v for k, v in dataclasses.asdict(args).items() if k != "run_dir"}
+            common.write_json(self.dir / "config.json", config)
         self.writer = (tf.summary.create_file_writer(str(self.dir / "logs")) if self.chief
                        else tf.summary.create_noop_writer())
         if args.deterministic:
@@ -88,15 +99,14 @@ class Run:
         self.checkpoints = common.Checkpoints(self.dir, self.global_step, model=model, write_dir=scratch,
                                               **trackables)
         if self.args.resume:
-            rates = [(o._learning_rate, o._learning_rate.numpy()) for o in self.optimizers
-                     if hasattr(o._learning_rate, "assign")]
+            rates = [(o, float(o.learning_rate.numpy())) for o in self.optimizers if _settable_rate(o)]
             path = self.checkpoints.restore_latest()
             print(f"resumed from {path} at step {self.step}", file=sys.stderr)
             # The checkpoint holds the rates the run last used (lowered by a NaN recovery, say);
             # learning-rate flags given with --resume set them anew.
             if getattr(self.args, "lr_flags_given", None):
-                for variable, value in rates:
-                    variable.assign(value)
+                for optimizer, value in rates:
+                    optimizer.learning_rate = value
                 print(f"learning rates from {', '.join(self.args.lr_flags_given)} replace the checkpoint's",
                       file=sys.stderr)
 
@@ -196,10 +206,9 @@ class Run:
         Returns the new rates as text."""
         rates = []
         for optimizer in self.optimizers:
-            rate = optimizer._learning_rate  # the variable behind a float rate
-            if hasattr(rate, "assign"):
-                rate.assign(rate * factor)
-                rates.append(f"{float(rate.numpy()):.3g}")
+            if _settable_rate(optimizer):
+                optimizer.learning_rate = float(optimizer.learning_rate.numpy()) * factor
+                rates.append(f"{float(optimizer.learning_rate.numpy()):.3g}")
         return rates
 
     def scalars(self, prefix, values, step=None):

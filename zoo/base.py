@@ -7,6 +7,7 @@ client (`serving.client.ZooClient`) share.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from zoo import losses
@@ -100,8 +101,9 @@ class ClusterModel(keras.Model):
     # The update methods one training iteration alternates, in order; `python -m
     # trainers.<zoo_name>` schedules them.
     phases = ()
-    # Adam learning rates by network (g, d, e) when `compile` is given no optimizer: the
-    # trainer's defaults too, so the Python API and the command line train the same model.
+    # Adam learning rates by network (g, d, e) when `compile` is given no optimizer: the model's
+    # zoo.configs lr_* fields, the trainer's defaults too, so the Python API and the command
+    # line train the same model.
     learning_rates = {}
 
     def __init__(self, data_shape, num_clusters, latent_dim, architecture="auto", seed=0, **kwargs):
@@ -168,6 +170,16 @@ class ClusterModel(keras.Model):
         clusters = tf.constant(cluster_ids(cluster, count), tf.int32)
         return self.generate(self.sample_latent(len(clusters), seed=seed), clusters, **options)
 
+    def balanced_samples(self, count, seed=0, batch_size=500, **options):
+        """numpy [count, *data_shape]: generated samples with every cluster equally often
+        (sample i is of cluster i % K), from the noise of `seed`, `batch_size` at a time (what
+        the reference classifier scores); `options` go to `generate`."""
+        clusters = np.arange(count) % self.num_clusters
+        noise = self.sample_latent(count, seed=seed)
+        return np.concatenate([
+            keras.ops.convert_to_numpy(self.generate(noise[i:i + batch_size], clusters[i:i + batch_size], **options))
+            for i in range(0, count, batch_size)])
+
     def call(self, x):
         # The forward pass Keras builds the model with: the E-net classifier.
         return self.cluster_probs(x)
@@ -182,7 +194,7 @@ class ClusterModel(keras.Model):
     def _not_fit(self):
         return (f"{type(self).__name__} does not train with fit(): one iteration alternates "
                 f"{', '.join(self.phases)}; train it with `python -m trainers.{self.zoo_name}` "
-                f"(from Python: trainers.{self.zoo_name}.main([...]))")
+                f"(from Python: trainers.{self.zoo_name}.main(Config(...)))")
 
     # -- helpers for train steps --------------------------------------------------
     def gradients(self, tape, loss, variables):

@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from zoo.configs import START_NAMES
 from zoo.metrics import clustering_report
 
 __all__ = ["BASELINES", "SUMMARY_KEYS", "aligned_to", "gmm_pca", "gmm_pca_posteriors", "kmeans_pixels", "reclustered",
@@ -128,8 +129,6 @@ def umap_gmm_posteriors(x, k: int, seed: int = 0, components: int = 50, dims: in
     embedding = umap_embedding(x, seed, components, dims, neighbors)
     return max(_gmm_fits(embedding, k, seed, reference), key=lambda fit: fit[0])[1]
 
-
-START_NAMES = ("kmeans", "gmm", "umap")
 
 
 def start_posteriors(name: str, x, k: int, seed: int = 0) -> np.ndarray:

@@ -39,8 +39,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo import defaults, losses
+from zoo import losses
 from zoo.base import ClusterModel, replica_slice
+from zoo.configs import ClusterGANConfig
 from zoo.networks import build_classifier, build_generator
 from zoo.optimizers import Adam
 
@@ -66,21 +67,21 @@ class ClusterGAN(ClusterModel):
 
     zoo_name = "clustergan"
     phases = ("critic_step", "generator_step")
-    learning_rates = defaults.LEARNING_RATES["clustergan"]
+    learning_rates = ClusterGANConfig.learning_rates()
     ZN_LOSSES = ("sum", "mean")
 
     def __init__(
         self,
         data_shape,
         num_clusters=10,
-        latent_dim=30,
-        sigma=0.1,
-        beta_n=10.0,
-        beta_c=10.0,
-        gp_weight=10.0,
-        n_critic=5,
+        latent_dim=ClusterGANConfig.latent_dim,
+        sigma=ClusterGANConfig.sigma,
+        beta_n=ClusterGANConfig.beta_n,
+        beta_c=ClusterGANConfig.beta_c,
+        gp_weight=ClusterGANConfig.gp_weight,
+        n_critic=ClusterGANConfig.n_critic,
         g_batch_size=64,
-        zn_loss="sum",
+        zn_loss=ClusterGANConfig.zn_loss,
         architecture="auto",
         seed=0,
         **kwargs,

@@ -27,8 +27,9 @@ import keras
 import tensorflow as tf
 
 from zoo import augment as augmentation
-from zoo import defaults, losses
+from zoo import losses
 from zoo.base import ClusterModel
+from zoo.configs import GANEMConfig
 from zoo.networks import build_classifier, build_generator
 from zoo.optimizers import Adam
 
@@ -58,7 +59,7 @@ class GANEM(ClusterModel):
 
     zoo_name = "ganem"
     phases = ("m_step", "e_step")
-    learning_rates = defaults.LEARNING_RATES["ganem"]
+    learning_rates = GANEMConfig.learning_rates()
     VARIANTS = ("paper", "authors-code")
     AUGMENTS = ("none", "labelled", "all")
 
@@ -66,13 +67,13 @@ class GANEM(ClusterModel):
         self,
         data_shape,
         num_clusters=10,
-        latent_dim=62,
+        latent_dim=GANEMConfig.latent_dim,
         embedding_dim=None,
-        generator_loss="mle",
-        logit_clip=10.0,
-        e_batch_size=64,
+        generator_loss=GANEMConfig.generator_loss,
+        logit_clip=GANEMConfig.logit_clip,
+        e_batch_size=GANEMConfig.e_batch_size,
         learn_prior=True,
-        variant="paper",
+        variant=GANEMConfig.variant,
         augment="none",
         architecture="auto",
         seed=0,

@@ -40,8 +40,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo import defaults, losses
+from zoo import losses
 from zoo.base import ClusterModel, replica_slice
+from zoo.configs import GMGANConfig
 from zoo.networks import build_classifier, build_generator
 from zoo.optimizers import Adam
 
@@ -69,7 +70,7 @@ class GMGAN(ClusterModel):
 
     zoo_name = "gmgan"
     phases = ("gan_step", "e_step")
-    learning_rates = defaults.LEARNING_RATES["gmgan"]
+    learning_rates = GMGANConfig.learning_rates()
     LATENTS = ("dynamic", "static")
     # The exported generator's `sample` signature takes a `scale` input (export/savedmodel.py).
     samples_with_scale = True
@@ -78,10 +79,10 @@ class GMGAN(ClusterModel):
         self,
         data_shape,
         num_clusters=10,
-        latent_dim=32,
-        mean_range=1.0,
-        sigma=1.0,
-        latent="dynamic",
+        latent_dim=GMGANConfig.latent_dim,
+        mean_range=GMGANConfig.mean_range,
+        sigma=GMGANConfig.sigma,
+        latent=GMGANConfig.latent,
         supervised=False,
         e_batch_size=64,
         architecture="auto",
@@ -240,23 +241,13 @@ class GMGAN(ClusterModel):
 
 
 # -- quality / diversity against the sampling scale ----------------------------------------
-def balanced_samples(model, n, scale=1.0, seed=0, batch_size=500):
-    """numpy [n, *data_shape]: n generated samples, every component equally often
-    (cluster i % K), drawn at `scale`; reproducible by `seed`."""
-    c = np.arange(n) % model.num_clusters
-    eps = model.sample_latent(n, seed=seed)
-    out = [model.generate(eps[i:i + batch_size], c[i:i + batch_size], scale=scale).numpy()
-           for i in range(0, n, batch_size)]
-    return np.concatenate(out)
-
-
 def scale_curve(model, reference, real, scales=SCALES, n=2000, seed=0):
     """For every s in `scales`: the reference classifier's quality, diversity and
     FD-classifier of n balanced samples drawn at scale s (the same noise for every s).
     Returns a list of dicts {scale, quality, diversity, fd_classifier, class_histogram}."""
     curve = []
     for s in scales:
-        scores = reference.scores(balanced_samples(model, n, scale=s, seed=seed), real)
+        scores = reference.scores(model.balanced_samples(n, seed=seed, scale=s), real)
         curve.append({"scale": float(s), **{k: scores[k] for k in ("quality", "diversity", "fd_classifier",
                                                                      "class_histogram")}})
     return curve

@@ -58,8 +58,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo import defaults, kmeans, losses
+from zoo import kmeans, losses
 from zoo.base import ClusterModel
+from zoo.configs import KMGANConfig
 from zoo.networks import build_classifier, build_generator
 from zoo.optimizers import Adam
 
@@ -97,12 +98,28 @@ class KMGAN(ClusterModel):
 
     zoo_name = "kmgan"
     phases = ("alternation_step",)
-    learning_rates = defaults.LEARNING_RATES["kmgan"]
+    learning_rates = KMGANConfig.learning_rates()
     SPACES = ("feature", "pixel")
 
-    def __init__(self, data_shape, num_clusters=10, latent_dim=62, feature_dim=64, space="feature",
-                 conditional=True, clip=0.05, center_weight=1.0, regularizer_weight=0.0, temperature=1.0,
-                 center_memory=10.0, margin=1.0, reassign_below=0.25, architecture="auto", seed=0, **kwargs):
+    def __init__(
+        self,
+        data_shape,
+        num_clusters=10,
+        latent_dim=KMGANConfig.latent_dim,
+        feature_dim=KMGANConfig.feature_dim,
+        space=KMGANConfig.space,
+        conditional=True,
+        clip=KMGANConfig.clip,
+        center_weight=KMGANConfig.center_weight,
+        regularizer_weight=KMGANConfig.regularizer_weight,
+        temperature=KMGANConfig.temperature,
+        center_memory=KMGANConfig.center_memory,
+        margin=KMGANConfig.margin,
+        reassign_below=0.25,
+        architecture="auto",
+        seed=0,
+        **kwargs,
+    ):
         super().__init__(data_shape, num_clusters, latent_dim, architecture, seed, **kwargs)
         if space not in self.SPACES:
             raise ValueError(f"space must be one of {self.SPACES}, got {space!r}")
