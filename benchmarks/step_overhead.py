@@ -30,7 +30,6 @@ in place of `zoo.optimizers.Adam`: the speed-up of the fused update.
 """
 import argparse
 import datetime
-import importlib
 import os
 import statistics
 import sys
@@ -46,7 +45,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from clustergan_speed import machine_info  # noqa: E402
 
-from trainers import common  # noqa: E402
+from trainers import common, driver  # noqa: E402
 
 MODELS = ("ganem", "clustergan", "gmgan", "kmgan")
 
@@ -97,9 +96,9 @@ def trainer_steps(name, flags, dataset, work, precision, keras_adam=False):
     import zoo.optimizers
     from trainers.run import Run
 
-    trainer = importlib.import_module(f"trainers.{name}")
+    trainer = driver.task_of(name)
     args = common.parse_args(trainer.build_parser(), [*flags, "--run-dir", str(work / precision),
-                                                      "--mixed-precision", precision], name)
+                                                      "--mixed-precision", precision], name, trainer.config_class)
     trainer.validate(args, dataset)
     run = Run(args, name, dataset)
     zoo_adam = zoo.optimizers.Adam
@@ -132,8 +131,8 @@ def minimal_steps(name, flags, dataset, precision):
     import keras
     import tensorflow as tf
 
-    trainer = importlib.import_module(f"trainers.{name}")
-    args = trainer.build_parser().parse_args(flags)
+    trainer = driver.task_of(name)
+    args = trainer.parse(flags)
     trainer.validate(args, dataset)
     keras.mixed_precision.set_global_policy("float32" if precision == "off" else f"mixed_{precision}")
     keras.utils.set_random_seed(args.seed)

@@ -118,7 +118,7 @@ class ClusterGANTask(driver.Task):
                 text += f"  (argmax ACC {report['argmax_acc']:.4f}, k-means ACC {report['kmeans_acc']:.4f})"
             text += f"  (E-net: {values['e_acc_fake']:.2f} acc on fakes)"
             if self.teacher is not None and args.recluster == "umap" and iteration + 1 < args.iterations:
-                refined, note = run.recluster(self.code_of_data(), report)
+                refined, note = run.recluster(self.code_of_data, report)
                 self.teacher = run.pseudo_labelled(refined, args.pseudo_labels)
                 text += note
             run.log_iteration(report, text)

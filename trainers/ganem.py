@@ -236,11 +236,7 @@ class GANEMTask(driver.Task):
         probs = run.posteriors()
         report = self.evaluate(probs)
         if args.recluster == "umap":
-            from zoo import baselines
-
-            with run.timed("recluster"):
-                features = common.predict_in_batches(self.embed, self.dataset.data)
-                w, report["recluster_fit"] = baselines.reclustered(features, probs, args.seed)
+            w, _ = run.recluster(lambda: common.predict_in_batches(self.embed, self.dataset.data), report, probs)
             report["soft_labels"] = self.evaluate(w, log=False)
         else:
             w = probs

@@ -141,7 +141,7 @@ class GMGANTask(driver.Task):
             text += (f"  (D(real) {values['d_real']:.2f}, D(fake) {values['d_fake']:.2f}, "
                      f"sigma {values['sigma']:.3f})")
             if self.teacher is not None and args.recluster == "umap" and done + 1 < args.iterations:
-                refined, note = run.recluster(common.predict_in_batches(self.embed, x), report)
+                refined, note = run.recluster(lambda: common.predict_in_batches(self.embed, x), report)
                 self.teacher = run.pseudo_labelled(refined, args.pseudo_labels)
                 self.batches = common.distributed_batches(run.strategy, (x, refined.argmax(1).astype(np.int32)),
                                                           args.batch_size, args.seed + run.step)

@@ -274,16 +274,16 @@ class Run:
         return common.distributed_batches(self.strategy, (self.dataset.subset(chosen), probs.argmax(1)[chosen]),
                                           min(self.args.batch_size, len(chosen)), self.args.seed + self.step)
 
-    def recluster(self, features, report):
-        """`--recluster umap`: posteriors [N, K] of a GMM on a UMAP embedding of `features`,
-        numbered as the model's current clusters (zoo.baselines.reclustered); which fit was
-        taken, and with labels their ACC, go into `report`. Returns them and a note for the
-        iteration's line."""
+    def recluster(self, features_of, report, probs=None):
+        """`--recluster umap`: posteriors [N, K] of a GMM on a UMAP embedding of the features
+        `features_of()` computes, numbered as the clusters of `probs` (default: the model's
+        current posteriors; zoo.baselines.reclustered); which fit was taken, and with labels
+        their ACC, go into `report`. Returns them and a note for the iteration's line."""
         from zoo import baselines
 
-        probs = self.posteriors()
+        probs = self.posteriors() if probs is None else probs
         with self.timed("recluster"):
-            refined, report["recluster_fit"] = baselines.reclustered(features, probs, self.args.seed)
+            refined, report["recluster_fit"] = baselines.reclustered(features_of(), probs, self.args.seed)
         if self.dataset.y is None:
             return refined, ""
         metrics = common.clustering_metrics(self.dataset.y, refined.argmax(1), self.args.clusters)
