@@ -140,24 +140,20 @@ def test_spread_init_without_labels_is_a_one_line_error(tmp_path):
     assert result.returncode == 2 and "--init spread needs labelled examples" in result.stderr
 
 
-@pytest.mark.slow  # three full runs of the paper's method on digits: about 3 minutes on 2 cores
-def test_over_clustering_keeps_its_clusters_with_the_authors_code_variant(tmp_path):
-    # With the paper's method (uniform start, K sigmoid heads) every real sample is in one
-    # cluster from the third EM iteration on at K = 20 on digits (many-to-one ACC 0.10); the
-    # (K+1)-way softmax D keeps 20 clusters, whose many-to-one ACC is at least K = 10's
-    # Hungarian ACC. (The default start clustering and re-clustering keep K = 20 filled with
-    # either head.)
+@pytest.mark.slow  # two runs of the paper's method on digits: about a minute on 2 cores
+def test_over_clustering_is_better_with_the_authors_code_variant(tmp_path):
+    # At K = 20 on digits with the paper's method (uniform start, 4 EM iterations) the K sigmoid
+    # heads reach a many-to-one ACC of 0.47 +- 0.01 over seeds 0-2, the (K+1)-way softmax D of
+    # the authors' code 0.70 +- 0.05 (lowest seed 0.645) with every cluster filled: a gap of
+    # 0.1 leaves room for any seed.
     reports = {}
-    for name, flags in (("paper20", ["--clusters", "20"]),
-                        ("code10", ["--clusters", "10", "--variant", "authors-code"]),
-                        ("code20", ["--clusters", "20", "--variant", "authors-code"])):
-        result = run_trainer("--dataset", "digits", "--paper", *flags, "--quiet", "--no-export", "--run-dir",
-                             str(tmp_path / name))
+    for name, flags in (("paper20", []), ("code20", ["--variant", "authors-code"])):
+        result = run_trainer("--dataset", "digits", "--paper", "--clusters", "20", *flags, "--quiet",
+                             "--no-export", "--run-dir", str(tmp_path / name))
         assert result.returncode == 0, result.stderr[-3000:]
         reports[name] = json.loads((tmp_path / name / "metrics.json").read_text())
-    assert sum(size > 0 for size in reports["paper20"]["cluster_sizes"]) <= 5
     assert sum(size > 0 for size in reports["code20"]["cluster_sizes"]) == 20
-    assert reports["code20"]["many_to_one_acc"] >= reports["code10"]["acc"]
+    assert reports["code20"]["many_to_one_acc"] > reports["paper20"]["many_to_one_acc"] + 0.1
 
 
 @pytest.mark.slow
