@@ -34,10 +34,7 @@ class Config(ClusterGANConfig, RunConfig):
 
 
 def validate(args, dataset):
-    args.resolve_paper()
-    if args.init is None and dataset.streamed:  # a start clustering needs all samples in memory
-        args.init = "none"
-    args.resolve_defaults()
+    common.resolve_start(args, dataset)
     if args.labels:
         raise common.UsageError("ClusterGAN is unsupervised: --labels is not supported (use trainers.ganem)")
 

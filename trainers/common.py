@@ -33,6 +33,16 @@ class RunFailed(Exception):
 
 
 # -- flags ------------------------------------------------------------------------
+def resolve_start(args, dataset):
+    """Fills in the flags of a model that learns from a start clustering: the paper's values
+    under --paper, then the zoo's defaults, except that data too large for memory starts from
+    none (a start clustering fits all samples at once)."""
+    args.resolve_paper()
+    if args.init is None and dataset.streamed:
+        args.init = "none"
+    args.resolve_defaults()
+
+
 def check_fits(clusters, batch_size, samples):
     """UsageError unless --clusters and --batch-size fit a dataset of `samples` samples."""
     if clusters < 2:

@@ -108,7 +108,7 @@ def flag(name):
 
 
 def build_parser(config_class, model_name, title, doc):
-    """The argparse parser of `config_class` (a `training_config`): one flag per field, in
+    """The argparse parser of `config_class` (a trainer's `Config`): one flag per field, in
     RunConfig's sections and then a `title` section for the model's. `doc`, the trainer's
     module docstring, is the description (its first line without the usage). The parser's
     `actions` maps each field to its flag's action; `deprecated` holds the old spellings."""

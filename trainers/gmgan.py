@@ -42,10 +42,7 @@ class Config(GMGANConfig, RunConfig):
 
 
 def validate(args, dataset):
-    args.resolve_paper()
-    if args.init is None and dataset.streamed:  # a start clustering needs all samples in memory
-        args.init = "none"
-    args.resolve_defaults()
+    common.resolve_start(args, dataset)
     if args.supervised:  # the true labels take the place of pseudo-labels
         args.init = "none"
     if args.labels:

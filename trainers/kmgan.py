@@ -40,10 +40,7 @@ class Config(KMGANConfig, RunConfig):
 def validate(args, dataset):
     if args.space == "pixel" and args.init is None:  # the paper's reduced variant, for its comparison
         args.init = "none"
-    args.resolve_paper()
-    if args.init is None and dataset.streamed:  # a start clustering needs all samples in memory
-        args.init = "none"
-    args.resolve_defaults()
+    common.resolve_start(args, dataset)
     if args.space == "pixel" and args.init != "none":
         raise common.UsageError(f"--space pixel clusters by pixel K-Means; it cannot hold --init {args.init} "
                                 f"clusters (use --space feature or --init none)")

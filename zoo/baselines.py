@@ -130,7 +130,6 @@ def umap_gmm_posteriors(x, k: int, seed: int = 0, components: int = 50, dims: in
     return max(_gmm_fits(embedding, k, seed, reference), key=lambda fit: fit[0])[1]
 
 
-
 def start_posteriors(name: str, x, k: int, seed: int = 0) -> np.ndarray:
     """Cluster posteriors [N, k] to start a model from: ``kmeans`` (one-hot k-means labels on
     pixels), ``gmm`` (`gmm_pca_posteriors`) or ``umap`` (`umap_gmm_posteriors`)."""

@@ -68,7 +68,6 @@ class ClusterGAN(ClusterModel):
     zoo_name = "clustergan"
     phases = ("critic_step", "generator_step")
     learning_rates = ClusterGANConfig.learning_rates()
-    ZN_LOSSES = ("sum", "mean")
 
     def __init__(
         self,
@@ -87,16 +86,10 @@ class ClusterGAN(ClusterModel):
         **kwargs,
     ):
         super().__init__(data_shape, num_clusters, latent_dim, architecture, seed, **kwargs)
-        if zn_loss not in self.ZN_LOSSES:
-            raise ValueError(f"zn_loss must be one of {self.ZN_LOSSES}, got {zn_loss!r}")
-        for name, value in (("latent_dim", latent_dim), ("n_critic", n_critic), ("g_batch_size", g_batch_size)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
-        if not float(sigma) > 0:
-            raise ValueError(f"sigma must be positive, got {sigma}")
-        for name, value in (("beta_n", beta_n), ("beta_c", beta_c), ("gp_weight", gp_weight)):
-            if float(value) < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+        ClusterGANConfig.check_arguments(latent_dim=latent_dim, sigma=sigma, beta_n=beta_n, beta_c=beta_c,
+                                         gp_weight=gp_weight, n_critic=n_critic, zn_loss=zn_loss)
+        if int(g_batch_size) < 1:
+            raise ValueError(f"g_batch_size must be at least 1, got {g_batch_size}")
         self.sigma = float(sigma)
         self.beta_n = float(beta_n)
         self.beta_c = float(beta_c)

@@ -100,13 +100,33 @@ class Config:
                 value, (int, float) if kind is float else kind)
             if wrong_type:
                 return field.name, f"must be {_KINDS[kind]} (got {type(value).__name__} {value!r})"
-            choices = field.metadata.get("choices")
-            if choices and value not in choices:
-                return field.name, f"must be one of {', '.join(map(str, choices))} (got {value})"
-            check = field.metadata.get("check")
-            if check is not None and not check(value):
-                return field.name, f"{check.text} (got {value})"
+            problem = _out_of_range(field, value)
+            if problem:
+                return field.name, problem
         return None
+
+    @classmethod
+    def check_arguments(cls, **values):
+        """Raises ValueError naming the first value outside its field's choices or range: how
+        the models' constructors check the arguments their config describes."""
+        for name, value in values.items():
+            problem = _out_of_range(cls.__dataclass_fields__[name], value)
+            if problem:
+                raise ValueError(f"{name} {problem}")
+
+
+def _out_of_range(field, value):
+    """What is wrong with `value` for `field` ("must be positive (got 0)"), or None; None is
+    always allowed (not given)."""
+    if value is None:
+        return None
+    choices = field.metadata.get("choices")
+    if choices and value not in choices:
+        return f"must be one of {', '.join(map(str, choices))} (got {value})"
+    check = field.metadata.get("check")
+    if check is not None and not check(value):
+        return f"{check.text} (got {value})"
+    return None
 
 
 _KINDS = {int: "an integer", float: "a number", str: "a string", bool: "True or False"}

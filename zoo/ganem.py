@@ -60,8 +60,6 @@ class GANEM(ClusterModel):
     zoo_name = "ganem"
     phases = ("m_step", "e_step")
     learning_rates = GANEMConfig.learning_rates()
-    VARIANTS = ("paper", "authors-code")
-    AUGMENTS = ("none", "labelled", "all")
 
     def __init__(
         self,
@@ -80,12 +78,9 @@ class GANEM(ClusterModel):
         **kwargs,
     ):
         super().__init__(data_shape, num_clusters, latent_dim, architecture, seed, **kwargs)
-        if generator_loss not in losses.GENERATOR_LOSSES:
-            raise ValueError(f"generator_loss must be one of {sorted(losses.GENERATOR_LOSSES)}, got {generator_loss!r}")
-        if variant not in self.VARIANTS:
-            raise ValueError(f"variant must be one of {self.VARIANTS}, got {variant!r}")
-        if augment not in self.AUGMENTS:
-            raise ValueError(f"augment must be one of {self.AUGMENTS}, got {augment!r}")
+        GANEMConfig.check_arguments(latent_dim=latent_dim, embedding_dim=embedding_dim,
+                                    generator_loss=generator_loss, logit_clip=logit_clip,
+                                    e_batch_size=e_batch_size, variant=variant, augment=augment)
         if augment != "none":
             augmentation.check_images(self.data_shape)
         self.variant = variant

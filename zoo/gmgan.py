@@ -71,7 +71,6 @@ class GMGAN(ClusterModel):
     zoo_name = "gmgan"
     phases = ("gan_step", "e_step")
     learning_rates = GMGANConfig.learning_rates()
-    LATENTS = ("dynamic", "static")
     # The exported generator's `sample` signature takes a `scale` input (export/savedmodel.py).
     samples_with_scale = True
 
@@ -90,14 +89,9 @@ class GMGAN(ClusterModel):
         **kwargs,
     ):
         super().__init__(data_shape, num_clusters, latent_dim, architecture, seed, **kwargs)
-        if latent not in self.LATENTS:
-            raise ValueError(f"latent must be one of {self.LATENTS}, got {latent!r}")
-        for name, value in (("latent_dim", latent_dim), ("e_batch_size", e_batch_size)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
-        for name, value in (("mean_range", mean_range), ("sigma", sigma)):
-            if not float(value) > 0:
-                raise ValueError(f"{name} must be positive, got {value}")
+        GMGANConfig.check_arguments(latent_dim=latent_dim, mean_range=mean_range, sigma=sigma, latent=latent)
+        if int(e_batch_size) < 1:
+            raise ValueError(f"e_batch_size must be at least 1, got {e_batch_size}")
         self.mean_range = float(mean_range)
         self.sigma = float(sigma)
         self.latent = latent

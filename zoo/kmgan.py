@@ -99,7 +99,6 @@ class KMGAN(ClusterModel):
     zoo_name = "kmgan"
     phases = ("alternation_step",)
     learning_rates = KMGANConfig.learning_rates()
-    SPACES = ("feature", "pixel")
 
     def __init__(
         self,
@@ -121,18 +120,9 @@ class KMGAN(ClusterModel):
         **kwargs,
     ):
         super().__init__(data_shape, num_clusters, latent_dim, architecture, seed, **kwargs)
-        if space not in self.SPACES:
-            raise ValueError(f"space must be one of {self.SPACES}, got {space!r}")
-        for name, value in (("feature_dim", feature_dim),):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
-        for name, value in (("clip", clip), ("center_weight", center_weight),
-                            ("regularizer_weight", regularizer_weight)):
-            if float(value) < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        for name, value in (("temperature", temperature), ("center_memory", center_memory), ("margin", margin)):
-            if not float(value) > 0:
-                raise ValueError(f"{name} must be positive, got {value}")
+        KMGANConfig.check_arguments(latent_dim=latent_dim, feature_dim=feature_dim, space=space, clip=clip,
+                                    center_weight=center_weight, regularizer_weight=regularizer_weight,
+                                    temperature=temperature, center_memory=center_memory, margin=margin)
         self.feature_dim, self.space, self.conditional = int(feature_dim), space, bool(conditional)
         self.clip, self.center_weight = float(clip), float(center_weight)
         self.regularizer_weight, self.temperature = float(regularizer_weight), float(temperature)
